@@ -1,0 +1,241 @@
+"""The ``recsys`` command line: one entry point, a subcommand per job (PLATFORM.md section 3).
+
+Subcommand modules are imported when their command runs, so ``recsys --help`` stays fast and
+this shared package never imports the packages that build on it at module level.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys import __version__
+from recsys.errors import RecsysError
+from recsys.workspace import HOME_ENV, PROFILE_ENV, PROFILES, Workspace
+
+logger = logging.getLogger("recsys")
+
+SCALES = ("tiny", "small", "full")
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        logger.info("figures written to %s", path)
+
+
+def _workspace(args: argparse.Namespace) -> Workspace:
+    return Workspace.from_env(getattr(args, "home", None), getattr(args, "profile", None))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from shop.generate import generate_shop
+
+    started = time.perf_counter()
+    summary = generate_shop(Path(args.out), scale=args.scale, seed=args.seed, fmt=args.format)
+    figures = summary.to_dict()
+    figures["seconds"] = round(time.perf_counter() - started, 2)
+    print(
+        f"generated shop '{args.scale}' (seed {args.seed}) in {args.out}: "
+        f"{figures.get('events', 0):,} events, {figures.get('users', 0):,} users, "
+        f"{figures.get('products', 0):,} products in {figures['seconds']}s"
+    )
+    _write_json(args.json, figures)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from lake.ingest import ingest
+
+    result = ingest(args.source, _workspace(args), args.mapping, args.rules)
+    print(result.markdown)
+    print(
+        f"lake: {result.lake}\nquarantine: {result.quarantine}\n"
+        f"report: {', '.join(str(p) for p in result.report_paths)}"
+    )
+    _write_json(args.json, result.report)
+    return 0
+
+
+def cmd_convert_sequences(args: argparse.Namespace) -> int:
+    from lake.sequences import convert_sequences
+
+    summary = convert_sequences(args.sequences, args.out, args.attributes, args.end, args.action)
+    print(
+        f"wrote {summary.events:,} events of {summary.users:,} users and {summary.items:,} items"
+        f" ({summary.products:,} products with attributes): {', '.join(summary.files)}"
+    )
+    _write_json(args.json, summary.__dict__)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recsys.demo import run_demo
+
+    figures = run_demo(_workspace(args), scale=args.scale, seed=args.seed, serve=not args.no_serve)
+    _write_json(args.json, figures)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--home",
+        default=default,
+        metavar="DIR",
+        help=f"workspace directory (default: ${HOME_ENV} or ./.recsys)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=default,
+        choices=PROFILES,
+        help=f"where state lives (default: ${PROFILE_ENV} or local)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show debug messages",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show only warnings and errors",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Personalised recommendations for e-commerce: generate or ingest a shop's "
+        "data, build features, train, register, serve.",
+        epilog="Every command accepts --help. State lives in one workspace directory.",
+    )
+    parser.add_argument("--version", action="version", version=f"recsys {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_text: str,
+        description: str,
+        parent: Any = sub,
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(p, top=False)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command(
+        "demo",
+        cmd_demo,
+        "run the platform's loop on a generated shop",
+        "Generate a shop, ingest it into the workspace's lake and show the quality "
+        "report and the temporal split, using the embedded local profile.",
+    )
+    p.add_argument("--scale", choices=SCALES, default="small", help="shop size (default: small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-serve", action="store_true", help="stop before starting the service")
+    p.add_argument("--json", metavar="FILE", help="also write the demo's figures as JSON")
+
+    p = command(
+        "generate",
+        cmd_generate,
+        "write a generated shop in the data contract",
+        "Write a realistic generated shop (events, products, users) with its hidden "
+        "ground truth in ground_truth/. Deterministic for a given seed.\n\n"
+        "scales: tiny = 2K users, 500 products, 20K events; small = 20K, 5K, 200K;\n"
+        "        full = 200K users, 50K products, 2M events; all over 12 months.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--scale", choices=SCALES, default="small", help="shop size (default: small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="file format (default: parquet)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the counts and timings as JSON")
+
+    p = command(
+        "ingest",
+        cmd_ingest,
+        "validate a data folder into the workspace's lake",
+        "Read events (required), products and users (optional) as CSV or Parquet, "
+        "validate them, derive sessions, remove noise by the rules, de-duplicate and "
+        "write the curated lake. Every rejected row is kept in the quarantine with its "
+        "reason; the quality report is printed and saved as JSON and Markdown.",
+    )
+    p.add_argument("source", metavar="DIR", help="folder holding events.csv|parquet etc.")
+    p.add_argument(
+        "--mapping", metavar="FILE", help="YAML renaming source columns / event types (see README)"
+    )
+    p.add_argument("--rules", metavar="FILE", help="YAML overriding the cleaning rules")
+    p.add_argument("--json", metavar="FILE", help="also write the quality report to FILE")
+
+    p = command(
+        "convert",
+        lambda a: 2,
+        "turn research data sets into shop files",
+        "Converters for public data sets that are not shop exports.",
+    )
+    conv = p.add_subparsers(dest="format_name", metavar="FORMAT", required=True)
+    p = command(
+        "sequences",
+        cmd_convert_sequences,
+        "one line per user: 'user item item ...'",
+        "Convert a sequence file (e.g. the Amazon review sequences) into events.csv, "
+        "one day between a user's items, ending on --end; with --attributes, also "
+        "products.csv. Ingest the result with examples/amazon/mapping.yaml.",
+        parent=conv,
+    )
+    p.add_argument("sequences", metavar="FILE", help="sequence file (.txt or .txt.gz)")
+    p.add_argument("--attributes", metavar="FILE", help="JSON {item: [attribute ids]} (.gz ok)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--end", default="2020-01-01", help="date of every user's last item")
+    p.add_argument("--action", default="review", help="event name written (default: review)")
+    p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return args.handler(args)
+    except RecsysError as exc:
+        print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
