@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lake.mapping import load_mapping
+from lake.mapping import Mapping, load_mapping
 from lake.quality import cross_checks, table_report, to_markdown
 from lake.readers import discover, read_table
-from lake.rules import load_rules
+from lake.rules import IngestRules, load_rules
 from lake.sessions import derive_sessions
 from lake.tables import SPECS
 from lake.validate import Checked, check_events, check_products, check_users
@@ -67,11 +67,10 @@ def _check(
     name: str,
     folder: Path,
     paths: list[Path],
-    source_columns: dict[str, str],
-    mapping: Any,
-    rules: Any,
+    mapping: Mapping,
+    rules: IngestRules,
 ) -> Checked:
-    raw = read_table(name, paths, source_columns, SPECS[name].required, folder)
+    raw = read_table(name, paths, mapping.columns, SPECS[name].required, folder)
     logger.info("validating %s: %s rows", name, f"{raw.rows_in:,}")
     if name == c.EVENTS:
         return check_events(raw, mapping, rules)
@@ -97,10 +96,7 @@ def ingest(
             f"{folder}: no events file (expected events.csv, events.parquet or an events/ folder, "
             "or name the file under 'files: events:' in the mapping)"
         )
-    checked = {
-        name: _check(name, folder, paths, mapping.columns, mapping, rules)
-        for name, paths in found.items()
-    }
+    checked = {name: _check(name, folder, paths, mapping, rules) for name, paths in found.items()}
     events, derived = derive_sessions(checked[c.EVENTS].kept, rules.session_gap_minutes)
     checked[c.EVENTS].kept = events
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lake import parse
 from lake import verdicts as r
 from lake.mapping import Mapping
 from lake.parse import TEXT
@@ -41,8 +42,6 @@ def _convert(
     frame: pd.DataFrame, spec: TableSpec, rules: IngestRules, v: Verdicts, priority: tuple[str, ...]
 ) -> dict[str, pd.Series]:
     """Parse the columns of the kinds in ``priority`` order, rejecting what does not parse."""
-    from lake import parse
-
     earliest = pd.Timestamp(rules.earliest_timestamp, tz="UTC")
     latest = pd.Timestamp(rules.latest_timestamp, tz="UTC")
     typed: dict[str, pd.Series] = {}

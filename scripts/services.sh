@@ -27,7 +27,9 @@ if ! listening 5432; then
   fi
   echo "services: starting PostgreSQL"
   version=$(ls /etc/postgresql | sort -V | tail -n 1)
-  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  # restart, not start: a cluster the package started must re-read the edited pg_hba.conf
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main restart ||
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
   wait_for 5432 PostgreSQL
 fi
 if command -v psql >/dev/null 2>&1 &&
