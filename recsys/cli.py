@@ -74,12 +74,67 @@ def cmd_convert_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features_build(args: argparse.Namespace) -> int:
+    from features.build import build_features
+
+    result = build_features(_workspace(args), args.as_of)
+    print(f"feature tables as of {result.as_of.isoformat()} from lake {result.lake_version}:")
+    for name, rows in result.rows.items():
+        print(f"  {name:<24} {rows:>12,} rows  {result.seconds.get(name, 0):>6.1f}s")
+    _write_json(
+        args.json,
+        {
+            "as_of": result.as_of.isoformat(),
+            "lake_version": result.lake_version,
+            "rows": result.rows,
+            "seconds": result.seconds,
+        },
+    )
+    return 0
+
+
+def cmd_features_apply(args: argparse.Namespace) -> int:
+    from features.store import apply
+
+    figures = apply(_workspace(args))
+    print(f"applied {figures['repo']} (profile {figures['profile']}) in {figures['seconds']}s")
+    _write_json(args.json, figures)
+    return 0
+
+
+def cmd_features_materialize(args: argparse.Namespace) -> int:
+    from features.store import materialize
+
+    result = materialize(_workspace(args), incremental=args.incremental, end=args.end)
+    kind = "incremental" if result.incremental else "full"
+    print(f"{kind} materialisation up to {result.end.isoformat()} in {result.seconds}s")
+    _write_json(
+        args.json,
+        {
+            "incremental": result.incremental,
+            "end": result.end.isoformat(),
+            "seconds": result.seconds,
+        },
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
     figures = run_demo(_workspace(args), scale=args.scale, seed=args.seed, serve=not args.no_serve)
     _write_json(args.json, figures)
     return 0
+
+
+def _timestamp(text: str) -> Any:
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or instant: {text!r}") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -189,6 +244,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the quality report to FILE")
 
     p = command(
+        "features",
+        lambda a: 2,
+        "build, apply and materialise the Feast features",
+        "Feature store jobs for the selected profile (--profile / RECSYS_PROFILE): "
+        "build computes the feature tables from the lake, apply registers the Feast "
+        "repository (feature_repo/), materialize loads the online store.",
+    )
+    feats = p.add_subparsers(dest="features_command", metavar="JOB", required=True)
+    p = command(
+        "build",
+        cmd_features_build,
+        "compute the feature tables from the lake",
+        "Compute every feature table (daily snapshots of user and product activity, "
+        "user-category affinity, profiles, catalogue, session states) from the lake and "
+        "write them where the profile's offline store reads them.",
+        parent=feats,
+    )
+    p.add_argument(
+        "--as-of", metavar="DATE", help="last snapshot day (default: midnight after the last event)"
+    )
+    p.add_argument("--json", metavar="FILE", help="also write row counts and timings as JSON")
+    p = command(
+        "apply",
+        cmd_features_apply,
+        "register the feature repository (feast apply)",
+        "Run `feast apply` on feature_repo/ with the profile's feature_store.yaml.",
+        parent=feats,
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the timing as JSON")
+    p = command(
+        "materialize",
+        cmd_features_materialize,
+        "load the online store",
+        "Materialise the latest feature values into the online store: all of them, or "
+        "with --incremental only what changed since the previous run. Idempotent.",
+        parent=feats,
+    )
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="only what changed since the previous materialisation",
+    )
+    p.add_argument(
+        "--end",
+        type=_timestamp,
+        metavar="DATE",
+        help="materialise up to this instant (default: the tables' as-of)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the timing as JSON")
+
+    p = command(
         "convert",
         lambda a: 2,
         "turn research data sets into shop files",
@@ -223,6 +329,23 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     )
 
 
+def _unreachable_service(exc: BaseException) -> str | None:
+    """A one-line explanation when a store the profile needs cannot be reached, else None."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 5:
+        chain.append(chain[-1].__cause__)
+    for error in chain:
+        kind = f"{type(error).__module__}.{type(error).__name__}"
+        if "psycopg" in kind or kind.startswith("sqlalchemy.exc.OperationalError"):
+            return (
+                f"cannot reach PostgreSQL ({str(error).strip().splitlines()[0]}); check "
+                "RECSYS_PG_HOST, RECSYS_PG_PORT, RECSYS_PG_DATABASE, RECSYS_PG_USER"
+            )
+        if kind.startswith("redis.exceptions.") and "Connection" in kind:
+            return f"cannot reach Redis ({error}); check RECSYS_REDIS_HOST, RECSYS_REDIS_PORT"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -232,6 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecsysError as exc:
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        reason = _unreachable_service(exc)
+        if reason is None:
+            raise
+        print(f"recsys {args.command}: error: {reason}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

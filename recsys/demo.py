@@ -29,12 +29,12 @@ def run_demo(
 
     figures: dict[str, Any] = {"workspace": str(workspace.home), "profile": workspace.profile}
     shop_dir = workspace.home / "demo-shop"
-    print(f"== 1/3 generate: a '{scale}' shop into {shop_dir}")
+    print(f"== 1/4 generate: a '{scale}' shop into {shop_dir}")
     started = time.perf_counter()
     summary = generate_shop(shop_dir, scale=scale, seed=seed)
     figures["generate"] = summary.to_dict() | {"seconds": round(time.perf_counter() - started, 2)}
 
-    print(f"== 2/3 ingest: validate into the lake at {workspace.lake}")
+    print(f"== 2/4 ingest: validate into the lake at {workspace.lake}")
     started = time.perf_counter()
     result = ingest(shop_dir, workspace)
     print(result.markdown)
@@ -47,7 +47,7 @@ def run_demo(
         },
     }
 
-    print("== 3/3 split: temporal windows for training and evaluation")
+    print("== 3/4 split: temporal windows for training and evaluation")
     events = pd.read_parquet(workspace.table(c.EVENTS))
     split = split_last_days(events, VALIDATION_DAYS, TEST_DAYS)
     loo = leave_last_out(split.train)
@@ -68,6 +68,45 @@ def run_demo(
         figures["split"][name] = {"events": len(frame), "purchases": purchases}
     print(f"leave-last-out on train: {len(loo.targets):,} users with a held-out last purchase")
     figures["split"]["leave_last_out_targets"] = len(loo.targets)
+    figures["features"] = _features(workspace)
     if serve:
         print("serving is not part of this build yet: the demo stops after the data stages")
     return figures
+
+
+def _features(workspace: Workspace) -> dict[str, Any]:
+    """Build, apply and materialise the features, then read one user and a few products online."""
+    import pandas as pd
+
+    from features.build import build_features
+    from features.online import OnlineReader
+    from features.store import apply, materialize, open_store
+
+    print(f"== 4/4 features: build, feast apply, materialise ({workspace.profile} profile)")
+    built = build_features(workspace)
+    for name, rows in built.rows.items():
+        print(f"  {name:<24} {rows:>10,} rows")
+    applied = apply(workspace)
+    materialised = materialize(workspace)
+    reader = OnlineReader(open_store(workspace))
+    events = pd.read_parquet(workspace.table(c.EVENTS), columns=[c.USER_ID, c.ITEM_ID])
+    user = events[c.USER_ID].value_counts().index[0]
+    items = events[c.ITEM_ID].value_counts().index[:3].tolist()
+    read = reader.read(str(user), [str(i) for i in items])
+    print(f"online features of the most active user {user}:")
+    for key in (
+        "views_30d",
+        "purchases_total",
+        "favourite_category",
+        "mean_price",
+        "age",
+        "country",
+        "session_item_ids",
+    ):
+        print(f"  {key:<22} {read.user.get(key)}")
+    print(read.items[[c.ITEM_ID, "views_7d", "trend", "price", "category"]].to_string(index=False))
+    return {
+        "rows": built.rows,
+        "apply_seconds": applied["seconds"],
+        "materialize_seconds": materialised.seconds,
+    }

@@ -49,3 +49,33 @@ def test_unknown_profile_is_rejected(tmp_path) -> None:
     )
     assert done.returncode == 2
     assert "unknown profile 'cloud'" in done.stderr
+
+
+def test_features_build_without_a_lake_says_what_to_run_first(tmp_path) -> None:
+    done = recsys("features", "build", home=tmp_path / "ws")
+    assert done.returncode == 2
+    assert "run `recsys ingest DIR` first" in done.stderr
+
+
+def test_unreachable_postgres_is_a_clear_error(tmp_path) -> None:
+    import os
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "--home",
+            str(tmp_path),
+            "--profile",
+            "production",
+            "features",
+            "apply",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECSYS_PG_PORT": "1", "RECSYS_PG_SSLMODE": "disable"},
+    )
+    assert done.returncode == 3
+    assert "cannot reach PostgreSQL" in done.stderr and "RECSYS_PG_PORT" in done.stderr
+    assert "Traceback" not in done.stderr

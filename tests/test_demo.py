@@ -32,3 +32,5 @@ def test_demo_generates_ingests_and_splits_a_shop(tmp_path) -> None:
     assert min(split[w]["purchases"] for w in ("train", "validation", "test")) > 0
     assert (tmp_path / "ws/lake/events.parquet").exists()
     assert "Ingestion quality report" in done.stdout
+    assert figures["features"]["rows"]["user_activity"] > 0
+    assert "online features of the most active user" in done.stdout

@@ -1,0 +1,127 @@
+"""Feature computations on tiny hand-made frames with exact expected values."""
+
+import pandas as pd
+import pytest
+
+from features import names as n
+from features.context import context_features
+from features.session import SESSION_FIELDS, SessionState, items_so_far, next_state
+from features.snapshots import DAY, running_favourite, windowed
+from features.tables import session_activity, user_activity
+from recsys import columns as c
+
+pytestmark = pytest.mark.unit
+
+
+def _events(rows) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.TIMESTAMP, c.SESSION_ID, c.PRICE]
+    )
+    frame[c.TIMESTAMP] = pd.to_datetime(frame[c.TIMESTAMP], utc=True)
+    return frame
+
+
+def test_windowed_emits_a_row_when_a_value_enters_or_leaves_a_window() -> None:
+    # given 2 views on day 10 and 1 on day 12, windows of 3 days
+    daily = pd.DataFrame({"k": ["a", "a"], DAY: [10, 12], "views": [2, 1]})
+    out = windowed(daily, ["k"], ["views"], (3,), last_day=20)
+    # then rows at 11 (enter), 13 (enter), 14 (day 10 leaves), 16 (day 12 leaves)
+    assert out[DAY].tolist() == [11, 13, 14, 16]
+    assert out["views_3d"].tolist() == [2, 3, 1, 0]
+    assert out["views_total"].tolist() == [2, 3, 3, 3]
+    assert out[n.EVENT_TIMESTAMP].iloc[0] == pd.Timestamp(11 * 86_400, unit="s", tz="UTC")
+
+
+def test_windowed_stops_at_the_last_day() -> None:
+    daily = pd.DataFrame({"k": ["a"], DAY: [10], "views": [1]})
+    out = windowed(daily, ["k"], ["views"], (3, 7), last_day=14)
+    assert out[DAY].tolist() == [11, 14]  # day 18 (leaving the 7-day window) is not yet
+
+
+def test_running_favourite_changes_only_when_overtaken() -> None:
+    rows = pd.DataFrame(
+        {"u": ["a"] * 4, DAY: [1, 2, 3, 4], "cat": ["x", "y", "y", "x"], "w": [2.0, 2.0, 1.0, 2.0]}
+    )
+    out = running_favourite(rows, "u", "cat", "w")
+    # day 2 ties (x 2, y 2): x stays; day 3 y leads with 3; day 4 x reaches 4 and leads
+    assert out["cat"].tolist() == ["x", "x", "y", "x"]
+
+
+def test_items_so_far_lists_distinct_items_newest_first_per_session() -> None:
+    items = pd.Series(["a", "b", "a", "c", "d"])
+    group = pd.Series(["s1", "s1", "s1", "s1", "s2"])
+    assert items_so_far(items, group, kept=2).tolist() == ["a", "b;a", "b;a", "c;b", "d"]
+
+
+def test_user_activity_counts_only_days_before_each_snapshot() -> None:
+    events = _events(
+        [
+            ("u1", "p1", "view", "2025-03-01T10:00:00Z", "s1", 10.0),
+            ("u1", "p1", "purchase", "2025-03-01T10:05:00Z", "s1", 10.0),
+            ("u1", "p2", "view", "2025-03-03T10:00:00Z", "s2", 30.0),
+        ]
+    )
+    products = pd.DataFrame({c.ITEM_ID: ["p1", "p2"], c.CATEGORY: ["A", "B"], c.BRAND: ["x", "y"]})
+    last_day = int(pd.Timestamp("2025-07-01", tz="UTC").timestamp() // 86_400)
+    out = user_activity(events, products, last_day).set_index(n.EVENT_TIMESTAMP)
+    day2, day4 = pd.Timestamp("2025-03-02", tz="UTC"), pd.Timestamp("2025-03-04", tz="UTC")
+    assert out.loc[day2, "views_7d"] == 1 and out.loc[day2, "purchases_7d"] == 1
+    assert out.loc[day4, "views_7d"] == 2 and out.loc[day4, "views_total"] == 2
+    assert out.loc[day4, "mean_price"] == pytest.approx(50.0 / 3)
+    assert out.loc[day4, "max_price"] == 30.0 and out.loc[day4, "min_price"] == 10.0
+    assert out.loc[day4, "favourite_category"] == "A"  # 1 + 5 for A against 1 for B
+    assert out.loc[day4, "last_event_epoch"] == int(events[c.TIMESTAMP].max().timestamp())
+    assert out.loc[day4, "last_purchase_epoch"] == int(events[c.TIMESTAMP][1].timestamp())
+    # 90 days after the last event every window is back to zero, lifetime values stay
+    last = out.iloc[-1]
+    assert (last["views_90d"], last["views_total"]) == (0, 2)
+
+
+def test_online_session_updates_replay_to_the_offline_table() -> None:
+    events = _events(
+        [
+            ("u1", "p1", "view", "2025-03-01T10:00:00Z", "s1", 1.0),
+            ("u1", "p2", "view", "2025-03-01T10:01:00Z", "s1", 1.0),
+            ("u1", "p1", "cart", "2025-03-01T10:02:00Z", "s1", 1.0),
+            ("u1", "p1", "purchase", "2025-03-01T10:03:00Z", "s1", 1.0),
+            ("u1", "p3", "view", "2025-03-02T08:00:00Z", "s2", 1.0),
+        ]
+    )
+    offline = session_activity(events)
+    state = None
+    for row, (_, event) in zip(offline.itertuples(), events.iterrows(), strict=True):
+        state = next_state(
+            state,
+            "u1",
+            event[c.ITEM_ID],
+            event[c.EVENT_TYPE],
+            int(event[c.TIMESTAMP].timestamp()),
+            event[c.SESSION_ID],
+        )
+        assert state == SessionState(**{f: getattr(row, f) for f in SESSION_FIELDS})
+    assert state.session_item_ids == "p3" and offline["session_purchases"].tolist()[3] == 1
+
+
+def test_context_features_exact_values() -> None:
+    inputs = pd.DataFrame(
+        {
+            n.REQUEST_TS: [int(pd.Timestamp("2025-07-05T14:00Z").timestamp())],
+            n.REQUEST_DEVICE: ["Mobile"],
+            "price": [30.0],
+            "mean_price": [20.0],
+            "created_epoch": [int(pd.Timestamp("2025-07-01").timestamp())],
+            "last_event_epoch": [int(pd.Timestamp("2025-07-04T14:00Z").timestamp())],
+        }
+    )
+    out = context_features(inputs).iloc[0].to_dict()
+    assert out == {
+        "hour": 14,
+        "weekday": 5,
+        "month": 7,
+        "season": 2,
+        "is_weekend": 1,
+        "is_mobile": 1,
+        "price_vs_user_mean": 1.5,
+        "product_age_days": pytest.approx(4 + 14 / 24),
+        "days_since_last_event": 1.0,
+    }
