@@ -23,7 +23,7 @@ from pathlib import Path
 RETRIEVE = """
 import sys, pandas as pd, numpy as np
 from features import names as n
-from features.store import open_store
+from features.store import historical_features, open_store
 from recsys import columns as c
 from recsys.workspace import Workspace
 ws = Workspace.from_env(sys.argv[1], "local")
@@ -38,8 +38,7 @@ entity[c.CATEGORY] = entity[c.ITEM_ID].map(products[c.CATEGORY])
 entity[n.REQUEST_TS] = entity[n.EVENT_TIMESTAMP].astype("int64") // 10**9
 entity[n.REQUEST_DEVICE] = events[c.DEVICE].to_numpy()
 store = open_store(ws)
-frame = store.get_historical_features(entity_df=entity,
-    features=store.get_feature_service(n.RANKER_SERVICE), full_feature_names=True).to_df()
+frame = historical_features(ws, store, entity, n.RANKER_SERVICE)
 assert len(frame) == rows, (len(frame), rows)
 print(len(frame), frame.shape[1])
 """

@@ -1,13 +1,17 @@
 """Loading the feature tables into PostgreSQL, the production profile's offline store.
 
-Each table is replaced inside one transaction, so Feast never reads a half-loaded table.
+Each table is written as CSV by Arrow to a temporary file and copied in with ``COPY``, then
+swapped in within one transaction, so Feast never reads a half-loaded table and memory stays
+flat however large the table.
 """
 
-import io
 import logging
+import tempfile
 
 import pandas as pd
 import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from pandas.api import types as ptypes
 from psycopg2 import sql
 
@@ -29,6 +33,13 @@ def _pg_type(series: pd.Series) -> str:
     return "TEXT"
 
 
+def _write_csv(frame: pd.DataFrame, path: str) -> None:
+    """Quoted valid values and unquoted nulls, so COPY tells an empty string from a null."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+    pacsv.write_csv(table, path, write_options=options)
+
+
 def load_tables(frames: dict[str, pd.DataFrame], schema: str | None = None) -> None:
     """Replace each table ``schema.name`` with ``frame`` (COPY, in one transaction per table)."""
     schema = schema or setting("RECSYS_PG_SCHEMA")
@@ -42,29 +53,18 @@ def load_tables(frames: dict[str, pd.DataFrame], schema: str | None = None) -> N
                 sql.SQL("{} {}").format(sql.Identifier(col), sql.SQL(_pg_type(frame[col])))
                 for col in frame.columns
             )
-            buffer = io.StringIO()
-            frame.to_csv(
-                buffer,
-                index=False,
-                header=False,
-                na_rep="\\N",
-                date_format="%Y-%m-%d %H:%M:%S.%f%z",
-            )
-            buffer.seek(0)
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-                cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, columns))
-                cur.copy_expert(
-                    sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, NULL '\\N')")
-                    .format(table)
-                    .as_string(conn),
-                    buffer,
-                )
-                cur.execute(
-                    sql.SQL("CREATE INDEX ON {} ({})").format(
-                        table, sql.Identifier(EVENT_TIMESTAMP)
+            with tempfile.NamedTemporaryFile(suffix=".csv") as tmp:
+                _write_csv(frame, tmp.name)
+                with conn.cursor() as cur, open(tmp.name, encoding="utf-8") as data:
+                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+                    cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, columns))
+                    copy = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(table)
+                    cur.copy_expert(copy.as_string(conn), data)
+                    cur.execute(
+                        sql.SQL("CREATE INDEX ON {} ({})").format(
+                            table, sql.Identifier(EVENT_TIMESTAMP)
+                        )
                     )
-                )
             conn.commit()
             logger.info("loaded %s rows into %s.%s", f"{len(frame):,}", schema, name)
 

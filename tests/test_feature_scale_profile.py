@@ -18,9 +18,8 @@ import pytest
 import ray
 
 from features import names as n
-from features.ray_retrieval import historical_features
 from features.ray_runtime import ray_runtime
-from features.store import materialize
+from features.store import historical_features, materialize
 from recsys import columns as c
 from recsys.workspace import Workspace
 from shop.generate import generate_shop
@@ -127,7 +126,7 @@ def test_historical_retrieval_of_the_service_is_the_same_in_both_profiles(stacks
     ).to_df()
     started = time.perf_counter()
     got = historical_features(
-        scale.store, entity, scale.store.get_feature_service(n.RANKER_SERVICE)
+        scale.workspace, scale.store, entity, n.RANKER_SERVICE, chunk_rows=200
     )
     logger.info("scale retrieval of %d rows in %.1fs", len(got), time.perf_counter() - started)
     assert len(expected) == len(entity)

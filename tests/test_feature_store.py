@@ -13,6 +13,7 @@ import pytest
 
 from features import names as n
 from features.push import SessionEvent, SessionUpdater
+from features.store import historical_features
 from recsys import columns as c
 from shop.generate import generate_shop
 from tests.feature_stack import feature_stack
@@ -132,9 +133,9 @@ def test_historical_retrieval_and_online_store_agree_at_the_same_moment(stack) -
     rows[n.REQUEST_DEVICE] = "mobile"
     # when the same entities are read offline at that instant and online
     entity = rows.assign(**{n.EVENT_TIMESTAMP: pd.Timestamp(as_of)})
-    offline = stack.store.get_historical_features(
-        entity_df=entity, features=service, full_feature_names=True
-    ).to_df()
+    offline = historical_features(
+        stack.workspace, stack.store, entity, n.RANKER_SERVICE, chunk_rows=10
+    )
     offline = offline.set_index([c.USER_ID, c.ITEM_ID]).loc[list(zip(users, items, strict=True))]
     online = stack.store.get_online_features(
         features=service, entity_rows=rows.to_dict("records"), full_feature_names=True
