@@ -58,19 +58,54 @@ def decode(data: bytes | None) -> object:
     return _slow(data)
 
 
-def decode_column(values: tuple[bytes | None, ...] | list[bytes | None]) -> "np.ndarray | list":
+def _doubles(values: list[bytes]) -> np.ndarray | None:
+    if all(len(v) == 9 and v[0] == DOUBLE_TAG for v in values):
+        raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, 9)[:, 1:]
+        return np.ascontiguousarray(raw).view("<f8").ravel()
+    return None
+
+
+def _int64s(values: list[bytes]) -> np.ndarray | None:
+    """Tag-prefixed varints of any width, decoded together; None if any value is not one."""
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    buffer = np.frombuffer(b"".join(values), dtype=np.uint8)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    if not (buffer[starts] == INT64_TAG).all():
+        return None
+    body = np.ones(len(buffer), dtype=bool)
+    body[starts] = False
+    data = buffer[body].astype(np.uint64)
+    last = (data & 0x80) == 0
+    ends = np.flatnonzero(last)
+    # every value must be exactly one varint: its last byte, and only it, ends one
+    if len(ends) != len(values) or not np.array_equal(ends + 1, np.cumsum(lengths - 1)):
+        return None
+    first = np.concatenate(([0], ends[:-1] + 1))
+    group = np.repeat(np.arange(len(values)), lengths - 1)
+    shift = ((np.arange(len(data)) - first[group]) * 7).astype(np.uint64)
+    return np.add.reduceat((data & 0x7F) << shift, first).view(np.int64)
+
+
+def decode_column(values: tuple[bytes | None, ...] | list[bytes | None]) -> np.ndarray | list:
     """Decode one feature for many entities.
 
-    Columns of doubles, and of small whole numbers (0 to 127, one varint byte: most counts),
-    are read in one numpy call; any other column value by value.
+    Doubles and whole numbers are decoded in a few numpy calls (absent values become NaN);
+    any other column is decoded value by value.
     """
-    if values and all(v is not None for v in values):
-        first = values[0]
-        width = len(first)
-        if width in (2, 9) and all(len(v) == width and v[0] == first[0] for v in values):
-            raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, width)[:, 1:]
-            if width == 9 and first[0] == DOUBLE_TAG:
-                return np.ascontiguousarray(raw).view("<f8").ravel()
-            if width == 2 and first[0] == INT64_TAG and not (raw & 0x80).any():
-                return raw.ravel().astype("int64")
-    return [decode(v) for v in values]
+    present = [i for i, v in enumerate(values) if v]
+    if not present:
+        return [None] * len(values)
+    given = [values[i] for i in present]
+    first = given[0][0]
+    decoded = (
+        _doubles(given) if first == DOUBLE_TAG else (_int64s(given) if first == INT64_TAG else None)
+    )
+    if decoded is None:
+        return [decode(v) for v in values]
+    if len(given) == len(values):
+        return decoded
+    if decoded.dtype == np.int64 and np.abs(decoded).max() >= 2**53:
+        return [decode(v) for v in values]  # NaN needs floats, which would round these
+    out = np.full(len(values), np.nan)
+    out[present] = decoded
+    return out

@@ -231,3 +231,22 @@ def test_every_view_declares_exactly_the_columns_its_table_has(stack) -> None:
         keys = {f.name for f in view.entity_columns} | {n.EVENT_TIMESTAMP, n.CREATED}
         columns = pd.read_parquet(table_path(stack.workspace, view.name)).columns
         assert [f.name for f in view.features] == [col for col in columns if col not in keys]
+
+
+def test_the_repository_works_with_the_feast_cli_directly(stack) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from features.environment import feature_repo, store_yaml, variables
+
+    feast = Path(sys.executable).with_name("feast")
+    env = {**os.environ, **variables(stack.workspace), "RECSYS_FEAST_PROJECT": stack.project}
+    base = [str(feast), "-c", str(feature_repo()), "-f", str(store_yaml(stack.workspace.profile))]
+    for command in (["apply"], ["feature-views", "list"]):
+        done = subprocess.run(
+            [*base, *command], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    for view in n.TABLES:
+        assert view in done.stdout

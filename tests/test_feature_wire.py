@@ -69,3 +69,22 @@ def test_decode_column_matches_value_by_value(column: list[Value]) -> None:
 
     raw = [v.SerializeToString() for v in column]
     assert list(decode_column(raw)) == [decode(b) for b in raw]
+
+
+def test_decode_column_of_random_whole_numbers_and_gaps() -> None:
+    import numpy as np
+
+    from features.wire import decode_column
+
+    rng = np.random.default_rng(1)
+    numbers = [int(x) for x in rng.integers(-(2**62), 2**62, 200)] + [0, 1, 127, 128, 2**63 - 1]
+    raw = [Value(int64_val=x).SerializeToString() for x in numbers]
+    assert decode_column(raw).tolist() == numbers
+    small = [Value(int64_val=x).SerializeToString() for x in (0, 5, 300, -4, 1_775_000_000)]
+    got = decode_column([None, *small, b""])
+    assert np.isnan(got[0]) and np.isnan(got[6])
+    assert got[1:6].tolist() == [0, 5, 300, -4, 1_775_000_000]
+    # too large for a float next to a gap: decoded exactly, value by value
+    assert decode_column([None, raw[0]]) == [None, numbers[0]]
+    doubles = [Value(double_val=x).SerializeToString() for x in (1.5, -2.0)]
+    assert decode_column([*doubles, None]).tolist()[:2] == [1.5, -2.0]
