@@ -2,7 +2,6 @@
 
 from typing import Final
 
-PROJECT: Final = "recsys"
 EVENT_TIMESTAMP: Final = "event_timestamp"
 CREATED: Final = "created"
 

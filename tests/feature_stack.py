@@ -51,17 +51,17 @@ def feature_stack(
     project = f"t{uuid.uuid4().hex[:12]}"
     with isolated_env(project):
         workspace = Workspace(home=home, profile=profile)
-        ingest(shop, workspace)
-        build_features(workspace)
-        apply(workspace)
-        if materialise:
-            materialize(workspace)
-        store = open_store(workspace)
         try:
+            ingest(shop, workspace)
+            build_features(workspace)
+            apply(workspace)
+            if materialise:
+                materialize(workspace)
+            store = open_store(workspace)
             yield Stack(workspace, store, OnlineReader(store), project)
-        finally:
+        finally:  # also when set-up failed half-way: leave no schema, keys or registry rows
             if profile == "production":
                 from features.postgres import drop_schema
 
-                store.teardown()
+                open_store(workspace).teardown()
                 drop_schema(project)
