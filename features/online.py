@@ -34,6 +34,13 @@ AFFINITY_VIEWS = (n.USER_CATEGORY,)
 KEY_CACHE_SIZE = 200_000
 
 
+def _session(user: dict[str, object]) -> SessionState | None:
+    """The session fields of a user's online values, if the user has a session."""
+    if user.get("session_id") is None:
+        return None
+    return SessionState(**{name: user[name] for name in SESSION_FIELDS})
+
+
 @dataclass(frozen=True)
 class OnlineRead:
     """What the online store knows about one user and a list of products."""
@@ -49,9 +56,7 @@ class OnlineRead:
 
     @property
     def session(self) -> SessionState | None:
-        if self.user.get("session_id") is None:
-            return None
-        return SessionState(**{name: self.user[name] for name in SESSION_FIELDS})
+        return _session(self.user)
 
 
 class _Group:
@@ -129,10 +134,7 @@ class OnlineReader:
             user, _, _ = self._redis.read(user_id, [], None)
         else:
             user = self._read("user", [c.USER_ID], [(user_id,)])[0]
-        values = user or {}
-        if values.get("session_id") is None:
-            return None
-        return SessionState(**{name: values[name] for name in SESSION_FIELDS})
+        return _session(user or {})
 
     def read(
         self, user_id: str, item_ids: list[str], categories: list[str] | None = None

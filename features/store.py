@@ -22,13 +22,18 @@ logger = logging.getLogger(__name__)
 REPO_MODULES = ("entities", "sources", "views", "on_demand", "services")
 
 
+def _local_state_dir(workspace: Workspace) -> None:
+    """File registry and SQLite online store live in $RECSYS_HOME/feast (all but production)."""
+    if workspace.profile != "production":
+        (workspace.home / "feast").mkdir(parents=True, exist_ok=True)
+
+
 def open_store(workspace: Workspace) -> FeatureStore:
     """The FeatureStore of ``workspace`` in its profile (reads the profile's YAML)."""
     yaml = store_yaml(workspace.profile)
     if not yaml.exists():
         raise RecsysError(f"no feature_store.yaml for profile '{workspace.profile}' at {yaml}")
-    if workspace.profile != "production":  # file registry and SQLite online store
-        (workspace.home / "feast").mkdir(parents=True, exist_ok=True)
+    _local_state_dir(workspace)
     with feast_environment(workspace):
         return FeatureStore(repo_path=str(feature_repo()), fs_yaml_file=yaml)
 
@@ -52,8 +57,7 @@ def apply(workspace: Workspace) -> dict[str, object]:
     from feast.repo_operations import apply_total
 
     repo, yaml = feature_repo(), store_yaml(workspace.profile)
-    if workspace.profile != "production":  # file registry and SQLite online store
-        (workspace.home / "feast").mkdir(parents=True, exist_ok=True)
+    _local_state_dir(workspace)
     started = time.perf_counter()
     cwd = os.getcwd()
     with feast_environment(workspace), compute_runtime(workspace):  # Ray starts in update_infra
