@@ -22,6 +22,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$python_bin" -m venv "$VENV"
 fi
 if [ ! -x "$VENV/bin/uv" ]; then
+  # a venv made by uv has no pip: give it one first
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --upgrade >/dev/null
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 fi
 echo "bootstrap: installing pinned dependencies (requirements.lock) and the platform"
