@@ -84,7 +84,9 @@ class MaterializeResult:
 
 
 def features_as_of(workspace: Workspace) -> pd.Timestamp:
-    manifest = workspace.home / "features" / "manifest.json"
+    from features.build import features_dir
+
+    manifest = features_dir(workspace) / "manifest.json"
     if not manifest.exists():
         raise RecsysError("no feature tables: run `recsys features build` first")
     return pd.Timestamp(json.loads(manifest.read_text())["as_of"])
