@@ -119,6 +119,46 @@ def cmd_features_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.job import run_training
+
+    payload = run_training(_workspace(args), load_config(args.config), args.metrics_out)
+    models = payload["models"]
+    k = max(int(key.split("@")[1]) for key in models["ranker"] if key.startswith("ndcg@"))
+    print(
+        f"test split from {payload['split']['test_start']}: "
+        f"{payload['split']['test_requests']:,} requests"
+    )
+    print(f"{'model':<10} {'ndcg@10':>9} {'recall@20':>10} {f'ndcg@{k}':>9}")
+    for name, values in models.items():
+        print(
+            f"{name:<10} {values.get('ndcg@10', 0):>9.4f} {values.get('recall@20', 0):>10.4f} "
+            f"{values.get(f'ndcg@{k}', 0):>9.4f}"
+        )
+    reg = payload["registered"]
+    print(
+        f"registered {reg['model_name']} version {reg['version']} as '{reg['alias']}' "
+        f"({reg['tracking_uri']}); report: {payload['report']}"
+    )
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recommender.batch import read_users, recommend_to_file
+
+    if bool(args.users) == bool(args.all):
+        raise RecsysError("give exactly one of --users FILE or --all")
+    users = read_users(args.users) if args.users else None
+    figures = recommend_to_file(_workspace(args), args.alias, users, args.k, args.out)
+    print(
+        f"wrote {figures['rows']:,} recommendations for {figures['users']:,} users "
+        f"from {figures['model']} to {figures['out']}"
+    )
+    _write_json(args.json, figures)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
@@ -293,6 +333,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="materialise up to this instant (default: the tables' as-of)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the timing as JSON")
+
+    p = command(
+        "train",
+        cmd_train,
+        "train candidates + ranker, evaluate, register as 'candidate'",
+        "Split the lake in time (train | validation | test), fit the candidate sources\n"
+        "(ALS, co-visitation, content, popularity, repurchase), fit the XGBoost ranker on\n"
+        "Feast point-in-time features, compare with baselines once on the test window,\n"
+        "log the run to MLflow and register the model with alias 'candidate'.\n"
+        "Builds the feature tables first when they are missing or older than the lake.",
+    )
+    p.add_argument("--config", metavar="FILE", help="training YAML (see examples/train.yaml)")
+    p.add_argument("--metrics-out", metavar="FILE", help="write the metrics as JSON")
+
+    p = command(
+        "recommend",
+        cmd_recommend,
+        "batch top-K lists from a registry alias",
+        "Recommendations for the users of a CSV/Parquet file with a user_id column (or\n"
+        "--all known users) from the model behind a registry alias, written as CSV or\n"
+        "Parquet by the extension of --out: user_id, rank, item_id, score.",
+    )
+    p.add_argument("--alias", default="production", help="registry alias (default: production)")
+    p.add_argument("--users", metavar="FILE", help="file with a user_id column")
+    p.add_argument("--all", action="store_true", help="every user the model knows")
+    p.add_argument("--k", type=int, default=10, help="list length (default: 10)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
+    p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
 
     p = command(
         "convert",

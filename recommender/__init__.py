@@ -1,0 +1,1 @@
+"""The recommender shared by training and serving: candidate sources, ranker, model bundle."""

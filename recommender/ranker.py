@@ -1,0 +1,90 @@
+"""The XGBoost LambdaMART ranker over candidate and stored features, grouped by request."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from recommender.config import RankerConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Ranker:
+    def __init__(self, feature_names: list[str], booster=None) -> None:
+        self.feature_names = list(feature_names)
+        self.booster = booster
+        self.curve: dict[str, list[float]] = {}
+        self.best_iteration: int | None = None
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The ranker's columns in its order; a feature missing here is missing (NaN)."""
+        return features.reindex(columns=self.feature_names).to_numpy(dtype=np.float32)
+
+    def fit(
+        self,
+        train: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+        config: RankerConfig,
+        seed: int,
+    ) -> None:
+        """``train``/``valid``: features, 0/1 labels, request ids (rows grouped by request)."""
+        import xgboost as xgb
+
+        def dmatrix(part):
+            x, y, qid = part
+            order = np.argsort(qid, kind="stable")
+            d = xgb.DMatrix(self.matrix(x.iloc[order]), label=y[order], qid=qid[order])
+            d.feature_names = [f.replace("[", "(").replace("]", ")") for f in self.feature_names]
+            return d
+
+        dtrain, dvalid = dmatrix(train), dmatrix(valid)
+        params = {
+            "objective": "rank:ndcg",
+            "eval_metric": ["ndcg@10", "ndcg@20"],
+            "lambdarank_pair_method": "topk",
+            "lambdarank_num_pair_per_sample": 10,
+            "tree_method": "hist",
+            "learning_rate": config.learning_rate,
+            "max_depth": config.max_depth,
+            "min_child_weight": config.min_child_weight,
+            "subsample": config.subsample,
+            "colsample_bytree": config.colsample_bytree,
+            "seed": seed,
+            "nthread": 2,
+        }
+        evals: dict = {}
+        self.booster = xgb.train(
+            params,
+            dtrain,
+            num_boost_round=config.n_estimators,
+            evals=[(dtrain, "train"), (dvalid, "validation")],
+            early_stopping_rounds=config.early_stopping_rounds,
+            evals_result=evals,
+            verbose_eval=False,
+        )
+        self.best_iteration = int(self.booster.best_iteration)
+        self.curve = {
+            f"{split}_{metric}": [float(v) for v in values]
+            for split, metrics in evals.items()
+            for metric, values in metrics.items()
+        }
+        logger.info(
+            "ranker: best iteration %d, validation ndcg@10 %.4f",
+            self.best_iteration,
+            self.curve["validation_ndcg@10"][self.best_iteration],
+        )
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        import xgboost as xgb
+
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float32)
+        d = xgb.DMatrix(self.matrix(features))
+        d.feature_names = self.booster.feature_names
+        limit = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
+        return self.booster.predict(d, iteration_range=limit)
+
+    def importance(self) -> pd.Series:
+        gain = self.booster.get_score(importance_type="total_gain")
+        return pd.Series(gain, dtype=np.float64).sort_values(ascending=False)

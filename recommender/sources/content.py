@@ -1,0 +1,127 @@
+"""Content similarity from category path, brand and attributes: the source for new products.
+
+Products are embedded once (TF-IDF over their tokens, reduced by truncated SVD); a product
+added after training is embedded by the same fitted transform, so it can be recommended and
+get similar items from the first request on. A user's profile is the decayed mean of the
+embeddings of their recent items.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from recommender.config import ContentConfig
+from recommender.state import ITEM, REQ, Batch, Exclusions, seed_matrix, top_n
+from recsys import columns as c
+
+logger = logging.getLogger(__name__)
+DAY = 86_400.0
+CHUNK = 1024
+
+
+def tokens(facts: pd.DataFrame) -> list[list[str]]:
+    """Each product's words: every prefix of its category path, its brand, its attributes."""
+    out = []
+    cats = facts[c.CATEGORY].to_numpy(dtype=object)
+    brands = facts[c.BRAND].to_numpy(dtype=object)
+    attrs = facts[c.ATTRIBUTES].to_numpy(dtype=object)
+    for cat, brand, attr in zip(cats, brands, attrs, strict=True):
+        words = []
+        if isinstance(cat, str) and cat:
+            parts = [p.strip() for p in cat.split(c.CATEGORY_SEPARATOR.strip())]
+            words += ["cat:" + ">".join(parts[: i + 1]) for i in range(len(parts))]
+        if isinstance(brand, str) and brand:
+            words.append("brand:" + brand)
+        if isinstance(attr, str) and attr:
+            words += ["attr:" + a.strip() for a in attr.split(c.ATTRIBUTE_SEPARATOR) if a.strip()]
+        out.append(words or ["(none)"])
+    return out
+
+
+def _words(words: list[str]) -> list[str]:
+    """The analyzer: products arrive tokenised (a named function, so the model pickles)."""
+    return words
+
+
+class ContentSource:
+    name = "content"
+
+    def __init__(self, config: ContentConfig, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self.vectorizer = None
+        self.svd = None
+        self.embeddings = np.zeros((0, config.dimensions), dtype=np.float32)
+
+    def fit(self, facts: pd.DataFrame) -> None:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer = TfidfVectorizer(analyzer=_words, min_df=1)
+        matrix = self.vectorizer.fit_transform(tokens(facts))
+        dims = max(1, min(self.config.dimensions, matrix.shape[1] - 1, matrix.shape[0] - 1))
+        self.svd = TruncatedSVD(n_components=dims, random_state=self.seed, algorithm="arpack")
+        self.svd.fit(matrix)
+        self.embeddings = self._embed_matrix(matrix)
+        logger.info("content: %d products, %d tokens, %d dims", *matrix.shape, dims)
+
+    def _embed_matrix(self, matrix) -> np.ndarray:
+        e = self.svd.transform(matrix).astype(np.float32)
+        return e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-9)
+
+    def embed(self, facts: pd.DataFrame) -> np.ndarray:
+        return self._embed_matrix(self.vectorizer.transform(tokens(facts)))
+
+    def grow(self, facts: pd.DataFrame, rows: np.ndarray) -> None:
+        """Embed (new or changed) catalogue rows ``rows`` of ``facts``."""
+        need = len(facts) - len(self.embeddings)
+        if need > 0:
+            pad = np.zeros((need, self.embeddings.shape[1]), dtype=np.float32)
+            self.embeddings = np.vstack([self.embeddings, pad])
+        if len(rows):
+            self.embeddings[rows] = self.embed(facts.iloc[rows])
+
+    def profiles(self, batch: Batch) -> np.ndarray:
+        seeds = seed_matrix(batch, len(self.embeddings), 20, 0.8)
+        prof = np.asarray(seeds @ self.embeddings, dtype=np.float32)
+        return prof / (np.linalg.norm(prof, axis=1, keepdims=True) + 1e-9)
+
+    def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        cfg = self.config
+        prof = self.profiles(batch)
+        has = np.abs(prof).sum(axis=1) > 0
+        created = exclusions.created[: len(self.embeddings)]
+        parts = []
+        for start in range(0, len(batch), CHUNK):
+            block = prof[start : start + CHUNK] @ self.embeddings.T
+            block[~has[start : start + CHUNK]] = -np.inf
+            exclusions.mask_dense(block, start)
+            parts.append(top_n(block, cfg.candidates, start))
+            ts = exclusions.ts[start : start + len(block)]
+            old = created[None, :] < (ts[:, None] - cfg.new_days * DAY)
+            block[old] = -np.inf
+            parts.append(top_n(block, cfg.new_candidates, start))
+        found = pd.concat(parts, ignore_index=True)
+        return found.drop_duplicates([REQ, ITEM])
+
+    def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        prof = self.profiles(batch)
+        items = self.embeddings[pairs[ITEM].to_numpy()]
+        last = batch.history.groupby(REQ, sort=False).tail(1).set_index(REQ)[ITEM]
+        last_item = pairs[REQ].map(last)
+        known = last_item.notna().to_numpy()
+        sim_last = np.full(len(pairs), np.nan, dtype=np.float32)
+        if known.any():
+            lv = self.embeddings[last_item[known].astype(int).to_numpy()]
+            sim_last[known] = np.einsum("ij,ij->i", lv, items[known])
+        return pd.DataFrame(
+            {
+                "content_score": np.einsum("ij,ij->i", prof[pairs[REQ].to_numpy()], items),
+                "content_last": sim_last,
+            },
+            index=pairs.index,
+        )
+
+    def similar(self, items: np.ndarray) -> np.ndarray:
+        return self.embeddings[items] @ self.embeddings.T

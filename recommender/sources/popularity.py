@@ -1,0 +1,135 @@
+"""Popularity by segment and context: what sells now, to people like this, in this season.
+
+Shares of recent, decayed interest per item: overall, per country, per age band and gender,
+per device, and per month of the year (over all the data, so last year's season counts).
+New users with only demographics get their segment's list instead of the global top list.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from recommender.config import PopularityConfig
+from recommender.state import ITEM, REQ, SEGMENTS, TS, UNKNOWN, WEIGHT, Batch, Exclusions
+from recsys import columns as c
+
+logger = logging.getLogger(__name__)
+DAY = 86_400.0
+SEASON_WEIGHT = 0.5
+
+
+def _shares(items: np.ndarray, weights: np.ndarray, n_items: int) -> np.ndarray:
+    counts = np.bincount(items, weights=weights, minlength=n_items).astype(np.float32)
+    total = counts.sum()
+    return counts / total if total > 0 else counts
+
+
+def month_of(ts: np.ndarray) -> np.ndarray:
+    return pd.to_datetime(ts, unit="s", utc=True).month.to_numpy() - 1
+
+
+class PopularitySource:
+    name = "popularity"
+
+    def __init__(self, config: PopularityConfig) -> None:
+        self.config = config
+        self.overall = np.zeros(0, dtype=np.float32)
+        self.total = np.zeros(0, dtype=np.float32)
+        self.by: dict[str, dict[str, np.ndarray]] = {}
+        self.months = np.zeros((12, 0), dtype=np.float32)
+
+    def fit(self, events: pd.DataFrame, segments: pd.DataFrame, n_items: int) -> None:
+        """``events``: an event frame; ``segments``: user_id -> demo (and country)."""
+        cfg = self.config
+        end = events[TS].max()
+        recent = events[events[TS] >= end - cfg.window_days * DAY]
+        decay = 0.5 ** ((end - recent[TS].to_numpy()) / (cfg.half_life_days * DAY))
+        w = recent[WEIGHT].to_numpy() * decay
+        items = recent[ITEM].to_numpy()
+        self.overall = _shares(items, w, n_items)
+        self.total = np.log1p(
+            np.bincount(events[ITEM].to_numpy(), minlength=n_items).astype(np.float32)
+        )
+        frame = recent.merge(segments[[c.USER_ID, "demo"]], on=c.USER_ID, how="left")
+        self.by = {}
+        for column in SEGMENTS:
+            if column not in frame:
+                continue
+            values = frame[column].astype(object).where(frame[column].notna(), UNKNOWN)
+            self.by[column] = {
+                str(value): _shares(items[idx], w[idx], n_items)
+                for value, idx in values.groupby(values.to_numpy()).indices.items()
+                if value != UNKNOWN
+            }
+        month = month_of(events[TS].to_numpy())
+        all_items, all_w = events[ITEM].to_numpy(), events[WEIGHT].to_numpy()
+        self.months = np.stack(
+            [_shares(all_items[month == m], all_w[month == m], n_items) for m in range(12)]
+        )
+        logger.info("popularity: segments %s", {k: len(v) for k, v in self.by.items()})
+
+    def grow(self, n_items: int) -> None:
+        extra = n_items - len(self.overall)
+        if extra <= 0:
+            return
+        pad = np.zeros(extra, dtype=np.float32)
+        self.overall = np.concatenate([self.overall, pad])
+        self.total = np.concatenate([self.total, pad])
+        self.months = np.hstack([self.months, np.zeros((12, extra), dtype=np.float32)])
+        for values in self.by.values():
+            for key in values:
+                values[key] = np.concatenate([values[key], pad])
+
+    def _segment(self, column: str, value: object) -> np.ndarray:
+        return self.by.get(column, {}).get(str(value), self.overall)
+
+    def _blend(self, request: pd.Series) -> np.ndarray:
+        score = self.overall.copy()
+        for column in SEGMENTS:
+            score += self._segment(column, request[column])
+        score += SEASON_WEIGHT * self.months[month_of(np.array([request[TS]]))[0]]
+        return score
+
+    def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        n = self.config.candidates
+        reqs = batch.requests.copy()
+        reqs["_month"] = month_of(reqs[TS].to_numpy())
+        parts = []
+        keys = [*SEGMENTS, "_month"]
+        for _, group in reqs.groupby(keys, sort=False, dropna=False):
+            score = self._blend(group.iloc[0])
+            top = np.argsort(-score, kind="stable")[: n * 3]
+            top = top[score[top] > 0]
+            pairs = pd.DataFrame(
+                {
+                    REQ: np.repeat(group[REQ].to_numpy(), len(top)),
+                    ITEM: np.tile(top, len(group)),
+                    "score": np.tile(score[top], len(group)),
+                }
+            )
+            parts.append(pairs)
+        if not parts:
+            return pd.DataFrame({REQ: [], ITEM: [], "score": []})
+        found = exclusions.filter(pd.concat(parts, ignore_index=True))
+        found = found.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
+        return found.groupby(REQ, sort=False).head(n)
+
+    def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        item = pairs[ITEM].to_numpy()
+        reqs = batch.requests.set_index(REQ).loc[pairs[REQ].to_numpy()]
+        out = {"pop_overall": self.overall[item], "pop_total": self.total[item]}
+        for column in SEGMENTS:
+            col = np.zeros(len(pairs), dtype=np.float32)
+            values = reqs[column].to_numpy()
+            for value in pd.unique(values):
+                at = values == value
+                col[at] = self._segment(column, value)[item[at]]
+            out[f"pop_{column}"] = col
+        out["pop_month"] = self.months[month_of(reqs[TS].to_numpy()), item]
+        return pd.DataFrame(out, index=pairs.index)
+
+    def top(self, request: pd.Series, n: int) -> np.ndarray:
+        """The segment's n best items, for a request with nothing else to go on."""
+        score = self._blend(request)
+        return np.argsort(-score, kind="stable")[:n]

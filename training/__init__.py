@@ -1,0 +1,1 @@
+"""Training: split, fit candidate sources and ranker, compare with baselines, register."""

@@ -1,0 +1,48 @@
+"""``recsys train --config FILE``: every knob of a training run, validated (unknown keys fail)."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from recommender.config import ModelConfig
+from recsys import columns as c
+from recsys.config import FrozenModel, load_yaml_model
+
+
+class SplitConfig(FrozenModel):
+    """Temporal split counted back from the day after the last event.
+
+    One-day windows on data stamped one event a day per user (``recsys convert sequences``)
+    are exactly the leave-one-out protocol of the published sequence benchmarks.
+    """
+
+    validation_days: int = Field(14, ge=1)
+    test_days: int = Field(14, ge=1)
+
+
+class RequestsConfig(FrozenModel):
+    """Which events are what a user 'wanted', and how many requests each stage uses."""
+
+    target_events: tuple[str, ...] = (c.CART, c.PURCHASE)
+    train: int = Field(6_000, ge=10, description="validation-window requests the ranker learns on")
+    early_stopping: int = Field(1_500, ge=10, description="held-out requests for early stopping")
+    test: int = Field(5_000, ge=10, description="test-window requests judged once")
+
+
+class TrackingConfig(FrozenModel):
+    experiment: str = "recsys"
+    model_name: str = "recsys-recommender"
+    alias: str = "candidate"
+
+
+class TrainConfig(FrozenModel):
+    model: ModelConfig = ModelConfig()
+    split: SplitConfig = SplitConfig()
+    requests: RequestsConfig = RequestsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ks: tuple[int, ...] = (10, 20)
+    report_k: int = Field(10, ge=1)
+
+
+def load_config(path: str | Path | None) -> TrainConfig:
+    return TrainConfig() if path is None else load_yaml_model(path, TrainConfig)
