@@ -87,7 +87,7 @@ class Recommender:
                 source.fit(catalog.facts)
             elif name == "popularity":
                 source = PopularitySource(config.popularity)
-                source.fit(events, model.segments, n_items)
+                source.fit(events, model.segments, n_items, catalog.facts[c.CATEGORY].to_numpy())
             elif name == "repeat":
                 source = RepeatSource(config.repeat)
                 source.fit(events, n_items)
@@ -163,9 +163,14 @@ class Recommender:
     def exclusions(self, batch: Batch) -> Exclusions:
         return Exclusions(batch, self.catalog, self.allow_rebuy)
 
-    def candidates(self, batch: Batch, sources: list | None = None) -> pd.DataFrame:
+    def candidates(
+        self, batch: Batch, sources: list | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
         return cand.generate(
-            sources or self.sources, batch, self.exclusions(batch), self.config.candidates
+            sources or self.sources,
+            batch,
+            self.exclusions(batch),
+            limit or self.config.candidates,
         )
 
     def features(self, batch: Batch, pairs: pd.DataFrame, feature_source) -> pd.DataFrame:

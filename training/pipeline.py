@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from recommender import candidates as cand
 from recommender.catalog import Catalog
 from recommender.features_source import OfflineFeatures
 from recommender.model import Recommender
@@ -76,23 +77,27 @@ def labelled(
     return key.isin(wanted).astype(np.float32)
 
 
-def source_recall(model: Recommender, batch: Batch, requests, targets, n_max: int) -> dict:
-    """Recall of each source's own proposals and of the merged candidates (validation)."""
+def source_recall(
+    model: Recommender, batch: Batch, requests: pd.DataFrame, targets: pd.DataFrame
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Recall of each source's own proposals and of the merged candidates (validation).
+
+    One generation without the cap gives every source's proposals (its rank column); the
+    capped candidates are its first ``config.candidates`` rows per request.
+    """
+    everything = model.candidates(batch, limit=1_000_000)
     out = {}
     for source in model.sources:
-        found = model.candidates(batch, [source])
-        lists = evaluate.as_lists(
-            model, found.assign(rank=found.groupby(REQ).cumcount() + 1), requests
+        mine = everything[everything[f"{source.name}_rank"] < cand.NOT_PROPOSED]
+        out[f"recall@all/{source.name}"] = _recall(
+            evaluate.as_lists(model, mine.assign(rank=1), requests), targets
         )
-        out[f"recall@all/{source.name}"] = _recall(lists, targets)
-    merged = model.candidates(batch)
-    lists = evaluate.as_lists(
-        model, merged.assign(rank=merged.groupby(REQ).cumcount() + 1), requests
+    merged = everything.groupby(REQ, sort=False).head(model.config.candidates)
+    out["recall@all/merged"] = _recall(
+        evaluate.as_lists(model, merged.assign(rank=1), requests), targets
     )
-    out["recall@all/merged"] = _recall(lists, targets)
     out["candidates_per_request"] = float(len(merged) / max(len(batch), 1))
-    _ = n_max
-    return out
+    return out, merged.reset_index(drop=True)
 
 
 def _recall(lists: pd.DataFrame, targets: pd.DataFrame) -> float:
@@ -168,9 +173,8 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             100 * share,
             "allowed" if model.allow_rebuy else "excluded",
         )
-        recall = source_recall(model, batch, requests, targets, cfg.candidates)
+        recall, pairs = source_recall(model, batch, requests, targets)
         logger.info("validation recall of candidates: %s", recall)
-        pairs = model.candidates(batch)
         pairs["label"] = labelled(pairs, requests, targets, model)
     with stages.stage("ranker features (Feast point-in-time)"):
         rng = np.random.default_rng(cfg.seed)
