@@ -25,14 +25,17 @@ def read_users(path: str | Path) -> list[str]:
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
     except Exception as exc:
-        raise DataFileError(f"{path}: cannot be read as CSV or Parquet ({exc})") from None
+        raise DataFileError(path, f"cannot be read ({exc})", expected="CSV or Parquet") from None
     if c.USER_ID not in frame:
         raise DataFileError(
-            f"{path}: needs a '{c.USER_ID}' column (found: {', '.join(map(str, frame.columns))})"
+            path,
+            "no such column",
+            column=c.USER_ID,
+            expected=f"a '{c.USER_ID}' column; found: {', '.join(map(str, frame.columns))}",
         )
     users = frame[c.USER_ID].dropna().astype(str)
     if users.empty:
-        raise DataFileError(f"{path}: no user ids in column '{c.USER_ID}'")
+        raise DataFileError(path, "no user ids", column=c.USER_ID)
     return list(pd.unique(users))
 
 

@@ -35,12 +35,13 @@ class Vocabulary:
 
     def add(self, ids: object) -> np.ndarray:
         """Append the ids not yet known; returns the rows of all ``ids``."""
-        ids = pd.unique(np.asarray(ids, dtype=object))
-        new = ids[self.rows(ids) < 0]
+        given = np.asarray(ids, dtype=object)
+        unique = pd.unique(given)
+        new = unique[self.rows(unique) < 0]
         if len(new):
             self.ids = np.concatenate([self.ids, new])
             self._rows = pd.Index(self.ids)
-        return self.rows(ids)
+        return self.rows(given)
 
 
 class Catalog:

@@ -112,6 +112,8 @@ class Recommender:
         past = pd.concat([last, bought])
         past = past[~past.index.duplicated()].sort_values([c.USER_ID, TS], kind="stable")
         self.past = past[keep].reset_index(drop=True)
+        # every item each user ever touched: the categories whose affinity exists for them
+        self.touched = events[[c.USER_ID, ITEM]].drop_duplicates().reset_index(drop=True)
         self.data_end = float(events[TS].max()) if len(events) else 0.0
 
     def source(self, name: str):
@@ -158,7 +160,9 @@ class Recommender:
         requests = attach_segments(
             built.requests.drop(columns=["demo"], errors="ignore"), self.segments
         )
-        return Batch(requests, built.history, built.bought, built.touched)
+        known = requests[[REQ, c.USER_ID]].merge(self.touched, on=c.USER_ID)[[REQ, ITEM]]
+        touched = pd.concat([known, built.touched]).drop_duplicates().reset_index(drop=True)
+        return Batch(requests, built.history, built.bought, touched)
 
     def exclusions(self, batch: Batch) -> Exclusions:
         return Exclusions(batch, self.catalog, self.allow_rebuy)

@@ -90,6 +90,7 @@ def log_and_register(
             python_model=RecommenderModel(),
             artifacts={ARTIFACT: str(folder)},
             pip_requirements=list(REQUIREMENTS),
+            signature=signature(),
             registered_model_name=config.tracking.model_name,
             metadata={"lake_version": result.lake_version, "feature_service": n.RANKER_SERVICE},
         )
@@ -117,6 +118,32 @@ def log_and_register(
         "version": version,
         "alias": config.tracking.alias,
     }
+
+
+def signature():
+    """Inputs (user_id; optional ts, device, country), outputs, and the list length ``k``."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("double", "ts", required=False),
+                ColSpec("string", "device", required=False),
+                ColSpec("string", "country", required=False),
+            ]
+        ),
+        outputs=Schema(
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("long", "rank"),
+                ColSpec("string", "item_id"),
+                ColSpec("double", "score"),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("k", "long", 10)]),
+    )
 
 
 def _params(config: TrainConfig) -> dict[str, str]:

@@ -1,0 +1,402 @@
+"""The recommender's building blocks on tiny hand-made frames, with exact expected values.
+
+Availability rules, top-n selection, co-visitation matrices, vocabularies, candidate merging
+and the turning of stored features into ranker inputs.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.sparse import csr_matrix
+
+from recommender import candidates as cand
+from recommender.catalog import Catalog, Vocabulary
+from recommender.config import CovisitConfig, PopularityConfig, RepeatConfig
+from recommender.sources.covisit import CovisitSource
+from recommender.sources.popularity import PopularitySource
+from recommender.sources.repeat import RepeatSource
+from recommender.state import (
+    ITEM,
+    KIND,
+    REQ,
+    TS,
+    WEIGHT,
+    Batch,
+    Exclusions,
+    top_n,
+    top_n_sparse,
+    user_segments,
+)
+from recommender.stored import ranker_inputs
+from recsys import columns as c
+
+pytestmark = pytest.mark.unit
+
+DAY = 86_400.0
+T0 = pd.Timestamp("2025-06-01", tz="UTC").timestamp()
+
+
+def _catalog(created: dict[str, str | None]) -> Catalog:
+    """Items in the given order with their launch instants (None: unknown, always available)."""
+    products = pd.DataFrame(
+        {
+            c.ITEM_ID: list(created),
+            c.CREATED_AT: pd.to_datetime(list(created.values()), utc=True),
+        }
+    )
+    return Catalog.build(products, pd.DataFrame({c.ITEM_ID: []}))
+
+
+def _batch(
+    ts: list[float],
+    bought: list[tuple[int, int]] = (),
+    history: list[tuple[int, int, float, int, float]] = (),
+) -> Batch:
+    requests = pd.DataFrame(
+        {
+            REQ: np.arange(len(ts)),
+            c.USER_ID: [f"u{i}" for i in range(len(ts))],
+            "user": np.arange(len(ts)),
+            TS: np.asarray(ts, dtype=np.float64),
+            c.COUNTRY: "?",
+            "demo": "?",
+            c.DEVICE: "?",
+        }
+    )
+    hist = pd.DataFrame(list(history), columns=[REQ, ITEM, TS, KIND, WEIGHT]).astype(
+        {REQ: np.int64, ITEM: np.int64, TS: np.float64, KIND: np.int8, WEIGHT: np.float32}
+    )
+    bought_frame = pd.DataFrame(list(bought), columns=[REQ, ITEM], dtype=np.int64)
+    return Batch(requests, hist, bought_frame, hist[[REQ, ITEM]].drop_duplicates())
+
+
+# ------------------------------------------------------------------------ Exclusions
+CATALOG = _catalog(
+    {
+        "a": "2025-01-01",  # long launched
+        "b": "2025-06-01",  # launched exactly at T0
+        "c": "2025-06-10",  # launched between the two requests
+        "d": None,  # launch unknown: always available
+    }
+)
+REQUEST_TS = [T0, T0 + 20 * DAY]
+
+
+def _all_pairs(n_reqs: int, n_items: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            REQ: np.repeat(np.arange(n_reqs), n_items),
+            ITEM: np.tile(np.arange(n_items), n_reqs),
+        }
+    )
+
+
+def _pairs(frame: pd.DataFrame, catalog: Catalog = CATALOG) -> set[tuple[int, str]]:
+    return {
+        (int(r), str(catalog.items.ids[i]))
+        for r, i in zip(frame[REQ].to_numpy(), frame[ITEM].to_numpy(), strict=True)
+    }
+
+
+def test_exclusions_drop_items_not_launched_yet_and_rebuys() -> None:
+    # given request 0 at T0 (item c not launched yet) and request 1 later, who bought a and d
+    batch = _batch(REQUEST_TS, bought=[(1, 0), (1, 3)])
+    exclusions = Exclusions(batch, CATALOG, allow_rebuy=False)
+    # when every (request, item) pair is filtered
+    kept = exclusions.filter(_all_pairs(2, 4))
+    # then c is gone for request 0 (a launch at the request instant counts as launched),
+    # and request 1 loses its two purchases
+    assert _pairs(kept) == {(0, "a"), (0, "b"), (0, "d"), (1, "b"), (1, "c")}
+
+
+def test_exclusions_keep_rebuys_when_the_policy_allows_them() -> None:
+    # given the same requests, but rebuys are allowed
+    batch = _batch(REQUEST_TS, bought=[(1, 0), (1, 3)])
+    exclusions = Exclusions(batch, CATALOG, allow_rebuy=True)
+    # when
+    kept = exclusions.filter(_all_pairs(2, 4))
+    # then only the not-yet-launched item is excluded
+    assert _pairs(kept) == {(0, "a"), (0, "b"), (0, "d"), (1, "a"), (1, "b"), (1, "c"), (1, "d")}
+
+
+def test_exclusions_mask_a_dense_block_in_place_with_an_offset() -> None:
+    # given the two requests and a score block holding only request 1's row
+    batch = _batch(REQUEST_TS, bought=[(0, 1), (1, 0), (1, 3)])
+    exclusions = Exclusions(batch, CATALOG, allow_rebuy=False)
+    whole = np.ones((2, 4))
+    second = np.ones((1, 4))
+    # when the whole block and the single row (offset 1) are masked
+    exclusions.mask_dense(whole)
+    exclusions.mask_dense(second, offset=1)
+    # then excluded cells are -inf: c before launch and b bought for request 0; a, d for 1
+    inf = -np.inf
+    assert whole.tolist() == [[1, inf, inf, 1], [inf, 1, 1, inf]]
+    assert second.tolist() == [[inf, 1, 1, inf]]
+
+
+# ------------------------------------------------------------------------ top n
+def test_top_n_keeps_the_n_best_finite_cells_of_each_row() -> None:
+    # given two rows with excluded (-inf) cells
+    scores = np.array([[1.0, 5.0, 3.0, -np.inf], [-np.inf, -np.inf, 2.0, 7.0]])
+    # when the best 2 and best 3 are taken, numbered from request 10
+    two = top_n(scores, 2, offset=10)
+    three = top_n(scores, 3, offset=10)
+    # then each row keeps its best cells, and -inf cells never count as found
+    as_set = lambda f: set(zip(f[REQ], f[ITEM], f["score"], strict=True))  # noqa: E731
+    assert as_set(two) == {(10, 1, 5.0), (10, 2, 3.0), (11, 3, 7.0), (11, 2, 2.0)}
+    assert as_set(three) == {(10, 1, 5.0), (10, 2, 3.0), (10, 0, 1.0), (11, 3, 7.0), (11, 2, 2.0)}
+    # and asking for more than there are columns gives every finite cell
+    assert len(top_n(scores, 9)) == 5
+
+
+def test_top_n_sparse_keeps_the_n_largest_stored_values_and_skips_empty_rows() -> None:
+    # given a CSR matrix with an empty middle row
+    matrix = csr_matrix(np.array([[0, 2, 0, 1, 3], [0, 0, 0, 0, 0], [4, 0, 0, 0, 0]], float))
+    # when the best 2 of each row are taken, numbered from request 5
+    found = top_n_sparse(matrix, 2, offset=5)
+    # then
+    got = set(zip(found[REQ], found[ITEM], found["score"], strict=True))
+    assert got == {(5, 4, 3.0), (5, 1, 2.0), (7, 0, 4.0)}
+
+
+# ------------------------------------------------------------------------ co-visitation
+def _covisit_events() -> tuple[pd.DataFrame, np.ndarray]:
+    """Three users, sorted by user and time (an event frame)."""
+    rows = [
+        # user a: one session 0 -> 1 -> 2 (view, cart, purchase)
+        ("a", 0, 0.0, 1.0, "s1"),
+        ("a", 1, 100.0, 3.0, "s1"),
+        ("a", 2, 200.0, 5.0, "s1"),
+        # user b: 0 -> 2 in one session, then 3 two days later in another
+        ("b", 0, 0.0, 1.0, "s2"),
+        ("b", 2, 100.0, 1.0, "s2"),
+        ("b", 3, 100.0 + 2 * DAY, 1.0, "s3"),
+        # user c: item 1 twice, then 0 (a cart)
+        ("c", 1, 0.0, 1.0, "s4"),
+        ("c", 1, 50.0, 1.0, "s4"),
+        ("c", 0, 100.0, 3.0, "s4"),
+    ]
+    frame = pd.DataFrame(rows, columns=[c.USER_ID, ITEM, TS, WEIGHT, c.SESSION_ID])
+    return frame, Vocabulary(["a", "b", "c"]).rows(frame[c.USER_ID])
+
+
+def _fit_covisit(neighbours: int = 100) -> CovisitSource:
+    events, user_rows = _covisit_events()
+    source = CovisitSource(CovisitConfig(follow_window=2, max_gap_days=1.0, neighbours=neighbours))
+    source.fit(events, user_rows, n_users=3, n_items=4)
+    return source
+
+
+def test_covisit_follow_matrix_is_row_normalised_weight_of_what_came_next() -> None:
+    # given the three users, 'next' = one of the 2 following events within 1 day
+    # when
+    follow = _fit_covisit().matrices["follow"].toarray()
+    # then by hand (event weight of the later item / distance):
+    #   0 -> 1: 3 (a);  0 -> 2: 5/2 (a) + 1 (b);  1 -> 2: 5 (a);  1 -> 0: 3 (c) + 3/2 (c);
+    #   2 -> 3 is 2 days apart, 1 -> 1 is the same item: neither counts
+    expected = np.array(
+        [
+            [0, 3 / 6.5, 3.5 / 6.5, 0],
+            [4.5 / 9.5, 0, 5 / 9.5, 0],
+            [0, 0, 0, 0],
+            [0, 0, 0, 0],
+        ]
+    )
+    np.testing.assert_allclose(follow, expected, rtol=1e-12)
+
+
+def test_covisit_session_matrix_is_symmetric_counts_within_one_session() -> None:
+    # given the same events: pairs of the same session, 1/distance each way
+    # when
+    session = _fit_covisit().matrices["session"].toarray()
+    # then 0-1: 1 (a) + 1 + 1/2 (c);  0-2: 1 (b) + 1/2 (a);  1-2: 1 (a);  b's 2-3 differ in
+    # session; each row is then normalised
+    expected = np.array(
+        [
+            [0, 2.5 / 4, 1.5 / 4, 0],
+            [2.5 / 3.5, 0, 1 / 3.5, 0],
+            [1.5 / 2.5, 1 / 2.5, 0, 0],
+            [0, 0, 0, 0],
+        ]
+    )
+    np.testing.assert_allclose(session, expected, rtol=1e-12)
+
+
+def test_covisit_keeps_only_the_strongest_neighbours_before_normalising() -> None:
+    # given one neighbour per item
+    # when
+    follow = _fit_covisit(neighbours=1).matrices["follow"].toarray()
+    # then item 0 keeps 2 (3.5 > 3) and item 1 keeps 2 (5 > 4.5), each with all the mass
+    assert follow.tolist() == [[0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+
+
+# ------------------------------------------------------------------------ vocabulary
+def test_vocabulary_rows_are_positions_and_unknown_ids_are_minus_one() -> None:
+    # given
+    vocab = Vocabulary(["b", "a"])
+    # when / then
+    assert vocab.rows(["a", "z", "b"]).tolist() == [1, -1, 0]
+    assert len(vocab) == 2
+
+
+def test_vocabulary_add_appends_new_ids_in_order_and_keeps_known_rows() -> None:
+    # given
+    vocab = Vocabulary(["b", "a"])
+    # when new and known ids are added
+    rows = vocab.add(["c", "a", "d"])
+    # then the known row is kept and the new ids come last, in the given order
+    assert rows.tolist() == [2, 1, 3]
+    assert vocab.ids.tolist() == ["b", "a", "c", "d"]
+    assert vocab.rows(["d", "c"]).tolist() == [3, 2]
+
+
+def test_vocabulary_add_returns_a_row_for_every_given_id_even_repeated_ones() -> None:
+    # given ids with a repeat (the docstring: "returns the rows of all ``ids``"; Catalog.update
+    # writes products[column] into facts.loc[rows], so it relies on one row per given id)
+    vocab = Vocabulary(["b"])
+    # when
+    rows = vocab.add(["c", "b", "c"])
+    # then one row per id, aligned with the input, and c is added once
+    assert rows.tolist() == [1, 0, 1]
+    assert vocab.ids.tolist() == ["b", "c"]
+
+
+def test_vocabulary_rejects_repeated_ids() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        Vocabulary(["a", "a"])
+
+
+# ------------------------------------------------------------------------ candidates
+def _no_events() -> pd.DataFrame:
+    """An empty event frame with the dtypes ``state.event_frame`` gives."""
+    return pd.DataFrame(
+        {
+            c.USER_ID: pd.Series([], dtype=object),
+            ITEM: pd.Series([], dtype=np.int64),
+            TS: pd.Series([], dtype=np.float64),
+            KIND: pd.Series([], dtype=np.int8),
+            WEIGHT: pd.Series([], dtype=np.float32),
+        }
+    )
+
+
+def _popularity() -> PopularitySource:
+    """Popularity fitted at one instant on item i seen 6 - i times (i = 0..5)."""
+    counts = [6, 5, 4, 3, 2, 1]
+    events = pd.DataFrame(
+        {
+            c.USER_ID: "x",
+            ITEM: np.repeat(np.arange(6), counts),
+            TS: T0,
+            WEIGHT: np.float32(2.0),
+        }
+    )
+    source = PopularitySource(PopularityConfig(candidates=10))
+    source.fit(events, user_segments(pd.DataFrame({c.USER_ID: ["x"]})), n_items=6)
+    return source
+
+
+def test_generate_merges_sources_by_best_rank_then_number_of_sources() -> None:
+    # given a popularity source (0 > 1 > 2 > 3 > 4 > 5) and the user's own past items:
+    # request 0 viewed 3 a day ago, carted 5 two days ago and bought 1 three days ago;
+    # request 1 has no past
+    catalog = _catalog({f"p{i}": None for i in range(6)})
+    repeat = RepeatSource(RepeatConfig(candidates=10))
+    repeat.fit(_no_events(), n_items=6)
+    at = T0 + DAY
+    batch = _batch(
+        [at, at],
+        bought=[(0, 1)],
+        history=[
+            (0, 1, at - 3 * DAY, 2, 5.0),
+            (0, 5, at - 2 * DAY, 1, 3.0),
+            (0, 3, at - 1 * DAY, 0, 1.0),
+        ],
+    )
+    exclusions = Exclusions(batch, catalog, allow_rebuy=False)
+    # when three candidates per request are kept
+    merged = cand.generate([_popularity(), repeat], batch, exclusions, limit=3)
+    # then request 0: popularity ranks 0, 2, 3, 4, 5 as 1..5 (1 was bought), repeat ranks 5
+    # (a cart two days ago, 3 x 0.5^(2/14)) before 3 (a view); so the best ranks are 0 and 5
+    # (1, and 5 proposed by both sources first), then 3 (2, both) before 2 (2, one source);
+    # request 1: popularity alone, and rank 1000 for the source that did not propose
+    rows = [
+        tuple(float(v) for v in row)
+        for row in merged[[REQ, ITEM, "popularity_rank", "repeat_rank", "n_sources"]].itertuples(
+            index=False
+        )
+    ]
+    assert rows == [
+        (0, 5, 5, 1, 2),
+        (0, 0, 1, 1000, 1),
+        (0, 3, 3, 2, 2),
+        (1, 0, 1, 1000, 1),
+        (1, 1, 2, 1000, 1),
+        (1, 2, 3, 1000, 1),
+    ]
+    assert list(merged.columns) == [REQ, ITEM, "popularity_rank", "repeat_rank", "n_sources"]
+
+
+def test_generate_without_any_proposal_gives_an_empty_frame() -> None:
+    # given a batch whose only source, the user's past, is empty
+    catalog = _catalog({"p0": None})
+    repeat = RepeatSource(RepeatConfig())
+    repeat.fit(_no_events(), n_items=1)
+    batch = _batch([T0])
+    # when
+    merged = cand.generate([repeat], batch, Exclusions(batch, catalog, False), limit=5)
+    # then
+    assert len(merged) == 0 and list(merged.columns) == [REQ, ITEM]
+
+
+# ------------------------------------------------------------------------ stored features
+def test_ranker_inputs_turn_strings_into_flags_and_instants_into_ages() -> None:
+    # given stored features of three candidates, as Feast returns them
+    now = T0
+    stored = pd.DataFrame(
+        {
+            c.USER_ID: ["u1", "u1", "u2"],
+            "request_ts": [now, now, now],
+            "user_activity__favourite_category": ["Beauty > Skin", "Beauty > Skin", None],
+            "product_catalog__category": ["Beauty > Skin", "Garden", None],
+            "user_activity__favourite_brand": ["Acme", None, "Other"],
+            "product_catalog__brand": ["Acme", None, "Zed"],
+            "user_profile__avoid_attributes": ["fragrance;alcohol", None, "parabens"],
+            "product_catalog__attributes": ["alcohol;fragrance;vegan", "alcohol", "vegan"],
+            "session_activity__session_item_ids": ["p1;p2", None, "p10"],
+            "user_activity__last_event_epoch": [now - 2 * DAY, np.nan, now - DAY / 2],
+            "product_catalog__created_epoch": [now - 10 * DAY, now - 1 * DAY, now],
+            "product_activity__views_7d": [3, 0, 1],
+            "product_catalog__in_stock": [True, False, True],
+            "request_context__hour": [7, 7, 8],
+        }
+    )
+    item_ids = pd.Series(["p2", "p2", "p1"])
+    # when
+    got = ranker_inputs(stored, item_ids)
+    # then strings become flags (an exact match of session items, not a substring), instants
+    # days before the request, numbers stay; strings and keys themselves are not inputs
+    assert sorted(got.columns) == sorted(
+        [
+            "user_activity__last_event_days_ago",
+            "product_catalog__created_days_ago",
+            "product_activity__views_7d",
+            "product_catalog__in_stock",
+            "request_context__hour",
+            "is_favourite_category",
+            "is_favourite_brand",
+            "avoided_attributes",
+            "in_last_session",
+        ]
+    )
+    assert got["is_favourite_category"].tolist() == [1.0, 0.0, 0.0]
+    assert got["is_favourite_brand"].tolist() == [1.0, 0.0, 0.0]
+    assert got["avoided_attributes"].tolist() == [2.0, 0.0, 0.0]
+    assert got["in_last_session"].tolist() == [1.0, 0.0, 0.0]
+    np.testing.assert_array_equal(
+        got["user_activity__last_event_days_ago"].to_numpy(), [2.0, np.nan, 0.5]
+    )
+    assert got["product_catalog__created_days_ago"].tolist() == [10.0, 1.0, 0.0]
+    assert got["product_activity__views_7d"].tolist() == [3.0, 0.0, 1.0]
+    assert got["product_catalog__in_stock"].tolist() == [1.0, 0.0, 1.0]
+    assert got.index.equals(stored.index)
