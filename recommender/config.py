@@ -55,6 +55,9 @@ class PopularityConfig(FrozenModel):
     window_days: float = Field(28.0, gt=0)
     half_life_days: float = Field(7.0, gt=0)
     candidates: int = Field(50, ge=0)
+    cold_candidates: int = Field(
+        50, ge=0, description="candidates for a request with no past at all (new users)"
+    )
 
 
 class RepeatConfig(FrozenModel):

@@ -52,6 +52,9 @@ class Recommender:
         self.sources: list = []
         self.ranker: Ranker | None = None
         self.allow_rebuy = config.repeat.repurchase == "allow"
+        # requests without any past: ranker order, or the popularity source's own (validation
+        # decides, see training.pipeline.cold_start_choice)
+        self.cold_by_popularity = False
         self.meta: dict[str, object] = {}
 
     # ---------------------------------------------------------------- fitting
@@ -194,6 +197,9 @@ class Recommender:
             pairs = self.candidates(part, sources)
             if self.ranker is not None and sources is None and len(pairs):
                 scores = self.ranker.score(self.features(part, pairs, feature_source))
+                if self.cold_by_popularity and "popularity_rank" in pairs:
+                    cold = ~pairs[REQ].isin(part.history[REQ].unique()).to_numpy()
+                    scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
             else:  # a single-source baseline: its own order
                 rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
                 scores = -pairs[rank_cols].min(axis=1).to_numpy(dtype=np.float64)

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import resource
+import time
 from pathlib import Path
 
 from recsys.errors import RecsysError
@@ -9,6 +11,10 @@ from recsys.workspace import Workspace
 from training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+def _peak_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)
 
 
 def ensure_features(workspace: Workspace) -> str:
@@ -41,8 +47,15 @@ def run_training(
     from training.report import write_report
     from training.tracking import log_and_register
 
+    started = time.perf_counter()
     features = ensure_features(workspace)
+    prepared = {
+        "stage": f"features ({features})",
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_gb": _peak_gb(),
+    }
     result = train(workspace, config)
+    result.stages.insert(0, prepared)
     report_dir = workspace.reports / "training"
     write_report(
         report_dir,
@@ -52,7 +65,15 @@ def run_training(
         result.curve,
         config.report_k,
     )
+    started = time.perf_counter()
     registered = log_and_register(workspace, config, result, report_dir)
+    result.stages.append(
+        {
+            "stage": "report + MLflow log and register",
+            "seconds": round(time.perf_counter() - started, 2),
+            "peak_gb": _peak_gb(),
+        }
+    )
     payload = {
         **result.metrics,
         "stages": result.stages,

@@ -106,6 +106,33 @@ def _recall(lists: pd.DataFrame, targets: pd.DataFrame) -> float:
     return float(per.reindex(targets[metrics.REQUEST_ID].unique()).fillna(0).mean())
 
 
+def cold_start_choice(
+    stop: pd.DataFrame, scores: np.ndarray, batch: Batch, requests: pd.DataFrame, model
+) -> dict[str, float]:
+    """NDCG@10 of requests without a past, ordered by the ranker and by popularity alone
+    (held-out validation requests): the better one answers such requests."""
+    cold = ~stop[REQ].isin(batch.history[REQ].unique()).to_numpy()
+    part = stop[cold]
+    if part[REQ].nunique() < 20:
+        return {"cold_requests": float(part[REQ].nunique())}
+    out = {"cold_requests": float(part[REQ].nunique())}
+    orders = {"ranker": scores[cold], "popularity": -part["popularity_rank"].to_numpy()}
+    for name, order in orders.items():
+        ranked = part[[REQ, ITEM]].assign(score=order)
+        ranked = ranked.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
+        ranked = ranked.assign(rank=ranked.groupby(REQ, sort=False).cumcount() + 1)
+        lists = evaluate.as_lists(model, ranked, requests)
+        wanted = part[part["label"] > 0]
+        targets = pd.DataFrame(
+            {
+                metrics.REQUEST_ID: requests[metrics.REQUEST_ID].to_numpy()[wanted[REQ].to_numpy()],
+                c.ITEM_ID: model.catalog.items.ids[wanted[ITEM].to_numpy()],
+            }
+        )
+        out[name] = float(metrics.per_request(lists, targets, ks=(10,))["ndcg@10"].mean())
+    return out
+
+
 def rebuy_share(batch: Batch, requests: pd.DataFrame, targets: pd.DataFrame, model) -> float:
     """Share of validation targets the user had already bought: do people here rebuy?"""
     bought = pd.DataFrame(
@@ -206,10 +233,18 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             cfg.ranker,
             cfg.seed,
         )
+        cold = cold_start_choice(stop, ranker.score(x_stop), batch, requests, model)
+        cold_by_popularity = cold.get("popularity", 0.0) > cold.get("ranker", 0.0)
+        logger.info(
+            "requests without a past (validation): %s -> %s",
+            cold,
+            "popularity order" if cold_by_popularity else "ranker order",
+        )
     with stages.stage("refit sources (train + validation)"):
         final = Recommender.fit(frame[frame["ts"] < test_ts], catalog, users, cfg)
         final.ranker = ranker
         final.allow_rebuy = model.allow_rebuy
+        final.cold_by_popularity = cold_by_popularity
     with stages.stage("test evaluation"):
         requests, targets = window_requests(
             events,
@@ -246,6 +281,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         "segments": by_segment,
         "candidates": recall,
         "rebuy": {"share": share, "allowed": final.allow_rebuy},
+        "cold_start": {**cold, "by_popularity": cold_by_popularity},
         "ranker": {"best_iteration": ranker.best_iteration, "features": len(names)},
     }
     final.meta = {"lake_version": lake_version, "data_end": str(split.end)}

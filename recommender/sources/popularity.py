@@ -151,8 +151,11 @@ class PopularitySource:
         return score
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
-        n = self.config.candidates
+        n = max(self.config.candidates, self.config.cold_candidates)
         reqs = batch.requests.copy()
+        # the only source with anything to say about a request without a past gets more room
+        cold = ~reqs[REQ].isin(batch.history[REQ].unique())
+        room = np.where(cold, self.config.cold_candidates, self.config.candidates)
         reqs["_month"] = month_of(reqs[TS].to_numpy())
         parts = []
         keys = [*SEGMENTS, "_month"]  # demo and country make the joint segment too
@@ -172,7 +175,8 @@ class PopularitySource:
             return pd.DataFrame({REQ: [], ITEM: [], "score": []})
         found = exclusions.filter(pd.concat(parts, ignore_index=True))
         found = found.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
-        return found.groupby(REQ, sort=False).head(n)
+        order = found.groupby(REQ, sort=False).cumcount().to_numpy()
+        return found[order < room[found[REQ].to_numpy()]]
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
         item = pairs[ITEM].to_numpy()
