@@ -178,3 +178,96 @@ class NoFeatures:
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
         return with_context(request_frame(batch, pairs, catalog))
+
+
+class OnlineFeatures:
+    """The same columns from the online store (the service): one read per request.
+
+    Product rows change once a day (materialisation) and are shared by every user, so they are
+    kept in-process for ``item_ttl`` seconds and only the products not held are read; user,
+    session and affinity rows are read on every request, so feedback shows at once.
+    """
+
+    def __init__(self, reader, item_ttl: float = 60.0, max_items: int = 500_000) -> None:
+        import time
+
+        self.reader = reader
+        self.item_ttl = item_ttl
+        self.max_items = max_items
+        self._clock = time.monotonic
+        self._items: dict[str, tuple[float, tuple]] = {}
+        groups = reader.groups
+        self.user_columns = {
+            f.name: f"{view.name}__{f.name}" for view in groups["user"].views for f in view.features
+        }
+        self.item_columns = [
+            (f.name, f"{view.name}__{f.name}")
+            for view in groups["item"].views
+            for f in view.features
+        ]
+        self.affinity_columns = [
+            (f.name, f"{view.name}__{f.name}")
+            for view in groups["affinity"].views
+            for f in view.features
+        ]
+        self.numeric = {
+            f"{view.name}__{f.name}"
+            for group in groups.values()
+            for view in group.views
+            for f in view.features
+            if "String" not in str(f.dtype)
+        }
+        self.last_user: dict[str, object] = {}
+
+    def _cached_items(self, item_ids: np.ndarray) -> tuple[dict[str, tuple], list[str]]:
+        now = self._clock()
+        held, missing = {}, []
+        for item in item_ids:
+            found = self._items.get(item)
+            if found is not None and now - found[0] < self.item_ttl:
+                held[item] = found[1]
+            else:
+                missing.append(item)
+        return held, list(dict.fromkeys(missing))
+
+    def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+        rows = request_frame(batch, pairs, catalog)
+        if len(rows) == 0:
+            return rows
+        user_ids = batch.requests[c.USER_ID].astype(str).to_numpy()
+        if len(user_ids) != 1:
+            raise ValueError("the online store answers one request at a time")
+        item_ids = rows[c.ITEM_ID].to_numpy(dtype=object)
+        held, missing = self._cached_items(item_ids)
+        categories = sorted({x for x in rows[c.CATEGORY].to_numpy() if x})
+        read = self.reader.read(user_ids[0], missing, categories)
+        now = self._clock()
+        names = [name for name, _ in self.item_columns]
+        fresh = read.items
+        values = [fresh[name].to_numpy(dtype=object) for name in names]
+        missing_set = set(read.missing_items)
+        for i, item in enumerate(missing):
+            row = tuple(col[i] for col in values) if item not in missing_set else None
+            held[item] = row
+            self._items[item] = (now, row)
+        if len(self._items) > self.max_items:
+            self._items.clear()
+        empty = (None,) * len(names)
+        table = [held[item] or empty for item in item_ids]
+        columns = list(zip(*table, strict=True)) if table else [() for _ in names]
+        out = {
+            full: np.asarray(col, dtype=object)
+            for (_, full), col in zip(self.item_columns, columns, strict=True)
+        }
+        self.last_user = read.user
+        for name, full in self.user_columns.items():
+            out[full] = np.full(len(rows), read.user.get(name), dtype=object)
+        cats = rows[c.CATEGORY].to_numpy()
+        for name, full in self.affinity_columns:
+            out[full] = np.array(
+                [read.affinity.get(cat, {}).get(name) for cat in cats], dtype=object
+            )
+        for name in self.numeric.intersection(out):
+            out[name] = pd.to_numeric(out[name], errors="coerce")
+        stored = pd.DataFrame(out, index=rows.index)
+        return with_context(pd.concat([rows, stored], axis=1))

@@ -159,10 +159,22 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import serve
+
+    return serve(_workspace(args), args.port, args.host, args.workers, args.alias)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
-    figures = run_demo(_workspace(args), scale=args.scale, seed=args.seed, serve=not args.no_serve)
+    figures = run_demo(
+        _workspace(args),
+        scale=args.scale,
+        seed=args.seed,
+        serve=not args.no_serve,
+        port=args.port,
+    )
     _write_json(args.json, figures)
     return 0
 
@@ -239,12 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "run the platform's loop on a generated shop",
-        "Generate a shop, ingest it into the workspace's lake and show the quality "
-        "report and the temporal split, using the embedded local profile.",
+        "The whole loop on the embedded local profile: generate a shop, ingest it,\n"
+        "build and materialise the features, train, register, promote to production,\n"
+        "start the service in the background and print sample recommendations (a known\n"
+        "user, a new user, an anonymous session, similar items). The service keeps\n"
+        "answering after the demo ends (its log and pid are in $RECSYS_HOME/serving/).",
     )
     p.add_argument("--scale", choices=SCALES, default="small", help="shop size (default: small)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-serve", action="store_true", help="stop before starting the service")
+    p.add_argument("--port", type=int, default=3000, help="service port (default: 3000)")
     p.add_argument("--json", metavar="FILE", help="also write the demo's figures as JSON")
 
     p = command(
@@ -361,6 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="list length (default: 10)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
     p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+
+    p = command(
+        "serve",
+        cmd_serve,
+        "start the BentoML recommendation service",
+        "Serve /recommend, /similar_items, /feedback, /healthz, /readyz and /metrics for\n"
+        "the workspace's profile, answering with the model behind a registry alias\n"
+        "(production by default) and switching when the alias moves. Settings: a YAML file\n"
+        "in RECSYS_SERVE_CONFIG, or RECSYS_SERVE_<SETTING> variables (serving/settings.py).",
+    )
+    p.add_argument("--port", type=int, default=3000, help="port (default: 3000)")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--alias", help="registry alias to follow (default: production)")
 
     p = command(
         "convert",

@@ -1,4 +1,5 @@
-"""`recsys demo` runs every stage built so far, end to end, in its own workspace."""
+"""`recsys demo` runs every stage, end to end, in its own workspace (serving is exercised
+through real HTTP by tests/test_service_http.py)."""
 
 import json
 
@@ -34,3 +35,7 @@ def test_demo_generates_ingests_and_splits_a_shop(tmp_path) -> None:
     assert "Ingestion quality report" in done.stdout
     assert figures["features"]["rows"]["user_activity"] > 0
     assert "online features of the most active user" in done.stdout
+    # trained, registered and promoted; --no-serve stops before the service
+    assert figures["train"]["version"] == "1"
+    assert 0 < figures["train"]["ndcg@10"] <= 1
+    assert "'candidate' -> 'production'" in done.stdout

@@ -1,0 +1,141 @@
+"""The BentoML recommendation service (PLATFORM.md section 4).
+
+One class, the engine built once per worker in ``__init__``; each endpoint validates its body
+against the contract's pydantic model (unknown or malformed fields are a 400 naming them),
+runs the request path in ``serving.engine`` and records Prometheus metrics. ``/healthz``,
+``/readyz`` (a model version loaded) and ``/metrics`` are BentoML's, wired to the engine.
+"""
+
+import logging
+import os
+import time
+
+import bentoml
+from bentoml.exceptions import InvalidArgument
+from pydantic import Field
+
+from serving.schemas import (
+    MAX_EVENTS,
+    FeedbackEvent,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarRequest,
+    Strict,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class FeedbackRequest(Strict):
+    events: list[FeedbackEvent] = Field(..., min_length=1, max_length=MAX_EVENTS)
+
+
+class FeedbackResponse(Strict):
+    accepted: int
+    sessions_updated: int
+
+
+class Status(Strict):
+    model_version: str | None
+    alias: str
+    online_store: bool
+    cache: bool
+    last_error: str
+
+
+def _metrics():
+    """Created in the worker (not at import), registered in BentoML's Prometheus registry."""
+    return {
+        "latency": bentoml.metrics.Histogram(
+            name="recsys_request_seconds",
+            documentation="request latency by endpoint and outcome",
+            labelnames=["endpoint", "outcome"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5),
+        ),
+        "requests": bentoml.metrics.Counter(
+            name="recsys_requests",
+            documentation="answered requests by endpoint, variant, model version and path",
+            labelnames=["endpoint", "variant", "model_version", "path"],
+        ),
+        "fallbacks": bentoml.metrics.Counter(
+            name="recsys_fallbacks",
+            documentation="answers from a degraded path",
+            labelnames=["endpoint"],
+        ),
+        "feedback": bentoml.metrics.Counter(
+            name="recsys_feedback_events",
+            documentation="feedback events accepted",
+            labelnames=["event_type"],
+        ),
+    }
+
+
+@bentoml.service(
+    name="recsys",
+    workers=int(os.environ.get("RECSYS_SERVE_WORKERS", "1")),
+    threads=int(os.environ.get("RECSYS_SERVE_THREADS", "4")),
+    traffic={"timeout": 30},
+)
+class RecsysService:
+    def __init__(self) -> None:
+        from recsys.workspace import Workspace
+        from serving.engine import Engine
+        from serving.settings import load_settings
+
+        self.engine = Engine(Workspace.from_env(), load_settings())
+        self.metrics = _metrics()
+
+    def __is_ready__(self) -> bool:
+        return self.engine.ready
+
+    def _answer(self, endpoint: str, call, *args):
+        from serving.engine import RequestError
+
+        started = time.perf_counter()
+        try:
+            response = call(*args)
+        except RequestError as exc:
+            self.metrics["latency"].labels(endpoint, "rejected").observe(
+                time.perf_counter() - started
+            )
+            raise InvalidArgument(str(exc)) from None
+        self.metrics["latency"].labels(endpoint, "ok").observe(time.perf_counter() - started)
+        if isinstance(response, RecommendResponse):
+            path = "fallback" if response.fallback else "cached" if response.cached else "computed"
+            self.metrics["requests"].labels(
+                endpoint, response.variant, response.model_version, path
+            ).inc()
+            if response.fallback:
+                self.metrics["fallbacks"].labels(endpoint).inc()
+        return response
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    def recommend(self, **fields) -> RecommendResponse:
+        """Top-k products for a user (known, new or anonymous), with a reason for each."""
+        return self._answer(
+            "recommend", self.engine.recommend, RecommendRequest.model_construct(**fields)
+        )
+
+    @bentoml.api(route="/similar_items", input_spec=SimilarRequest)
+    def similar_items(self, **fields) -> RecommendResponse:
+        """Products like a given one (also a product newer than the model)."""
+        return self._answer(
+            "similar_items", self.engine.similar, SimilarRequest.model_construct(**fields)
+        )
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    def feedback(self, events: list[FeedbackEvent]) -> FeedbackResponse:
+        """Impressions, clicks, carts and purchases: logged durably, folded into the session."""
+        result = self._answer("feedback", self.engine.feedback, events)
+        for event in events:
+            self.metrics["feedback"].labels(event.event_type).inc()
+        return FeedbackResponse(**result)
+
+    @bentoml.api(route="/status")
+    def status(self) -> Status:
+        """Which version answers and which dependencies are up (for operators)."""
+        return Status(**self.engine.health())
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.engine.close()

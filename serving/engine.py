@@ -1,0 +1,431 @@
+"""The request path: cache, online features, candidates, ranking, rules, reasons, feedback.
+
+One ``Engine`` per worker process. It answers through ``Recommender.recommend_batch``, the
+same method training evaluates and ``recsys recommend`` calls, with the online store as the
+feature source. A dependency that fails degrades the answer instead of failing it: without
+the online store the model ranks on its own data, without the cache every request is
+computed, and feedback always reaches the durable log first.
+"""
+
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from redis.exceptions import RedisError
+
+from recommender.features_source import NoFeatures, OnlineFeatures
+from recommender.model import Recommender
+from recommender.state import ITEM, TS
+from recsys import columns as c
+from recsys.workspace import Workspace
+from serving import reasons
+from serving.cache import Breaker, MemoryCache, RedisCache, context_bucket, entry_key
+from serving.loader import ModelFollower
+from serving.rules import Rules, split_attributes
+from serving.schemas import FeedbackEvent, Item, RecommendRequest, RecommendResponse, SimilarRequest
+from serving.settings import ServeConfig
+
+logger = logging.getLogger(__name__)
+# what a failing online store raises (Redis, SQLite, sockets); anything else is a bug, not
+# a reason to degrade
+STORE_ERRORS = (OSError, ConnectionError, TimeoutError, RedisError, sqlite3.Error)
+# feedback kinds in the session's terms: a click is a view of the product page
+SESSION_KIND = {"click": c.VIEW, "cart": c.CART, "purchase": c.PURCHASE}
+
+
+class RequestError(ValueError):
+    """A request that is well-formed but cannot be answered (e.g. an unknown item)."""
+
+
+@dataclass
+class Prepared:
+    """A loaded model version and what serving builds around it."""
+
+    version: str
+    model: Recommender
+    rules: Rules
+    features: OnlineFeatures | None
+    lock: threading.Lock
+
+
+class Engine:
+    def __init__(
+        self,
+        workspace: Workspace,
+        settings: ServeConfig,
+        feedback_log=None,
+        background: bool = True,
+    ) -> None:
+        from recsys import tracking
+
+        self.workspace, self.settings = workspace, settings
+        tracking.use(workspace)
+        self.store_breaker = Breaker(settings.retry_seconds)
+        self.store, self.reader, self.updater = self._open_store()
+        self.cache = self._open_cache()
+        self.feedback_log = feedback_log or self._open_feedback()
+        self.follower = ModelFollower(
+            settings.model_name, settings.alias, self._prepare, settings.reload_seconds
+        )
+        self.follower.check()
+        self._stop = threading.Event()
+        if background:
+            self.follower.start()
+            threading.Thread(target=self._push_loop, name="session-push", daemon=True).start()
+
+    # ------------------------------------------------------------------ set-up
+    def _open_store(self):
+        from features.environment import feast_environment
+        from features.online import OnlineReader
+        from features.push import SessionUpdater
+        from features.store import open_store
+
+        try:
+            with feast_environment(self.workspace):
+                store = open_store(self.workspace)
+                reader = OnlineReader(store)
+            return store, reader, SessionUpdater(store, reader)
+        except Exception as exc:
+            logger.error("online store unavailable at start (%s): serving without it", exc)
+            self.store_breaker.trip(exc)
+            return None, None, None
+
+    def _open_cache(self):
+        if self.workspace.profile != "production":
+            return MemoryCache(self.settings.cache_ttl)
+        from features.environment import setting
+
+        return RedisCache.connect(
+            setting("RECSYS_REDIS_HOST"),
+            int(setting("RECSYS_REDIS_PORT")),
+            int(setting("RECSYS_REDIS_DB")),
+            timeout=self.settings.store_timeout,
+            ttl=self.settings.cache_ttl,
+            retry_seconds=self.settings.retry_seconds,
+        )
+
+    def _open_feedback(self):
+        from serving.feedback import FeedbackLog, database_url
+
+        return FeedbackLog(database_url(self.workspace), self.workspace.home / "serving" / "spool")
+
+    def _prepare(self, version: str, model: Recommender) -> Prepared:
+        features = (
+            OnlineFeatures(self.reader, self.settings.item_ttl) if self.reader is not None else None
+        )
+        prepared = Prepared(version, model, Rules(model.catalog), features, threading.Lock())
+        # index the stored histories now, not on the first request
+        for name in ("past", "touched", "segments"):
+            model._stored(name, np.array(["warm-up"], dtype=object))
+        return prepared
+
+    @property
+    def current(self) -> Prepared:
+        loaded = self.follower.current
+        if loaded is None:
+            raise RuntimeError(
+                f"no model: {self.settings.model_name}@{self.settings.alias} "
+                f"could not be loaded ({self.follower.last_error})"
+            )
+        return loaded.state
+
+    @property
+    def ready(self) -> bool:
+        return self.follower.current is not None
+
+    # ------------------------------------------------------------------ online store
+    def _online_user(self, user_id: str) -> tuple[dict, str | None]:
+        """The user's stored features and session, or why they are missing."""
+        if self.reader is None:
+            return {}, "online store unavailable at start"
+        if not self.store_breaker.closed:
+            return {}, f"online store unavailable ({self.store_breaker.last_error})"
+        try:
+            return self.reader.read(user_id, [], []).user, None
+        except Exception as exc:
+            self._store_failed(exc)
+            return {}, f"online store unavailable ({type(exc).__name__})"
+
+    def _store_failed(self, exc: BaseException) -> None:
+        if self.store_breaker.closed:
+            logger.warning("online store failed (%s); degrading for a while", exc)
+        self.store_breaker.trip(exc)
+
+    # ------------------------------------------------------------------ /recommend
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        started = time.perf_counter()
+        state = self.current
+        request_id = uuid.uuid4().hex
+        ts = (request.context.timestamp or datetime.now(UTC)).timestamp()
+        filters = request.filters
+        key = entry_key(
+            state.version,
+            context_bucket(ts, request.context.device, request.context.country),
+            {
+                "k": request.k,
+                "filters": filters.model_dump(),
+                "session": request.session_item_ids,
+            },
+        )
+        hit = self.cache.get(request.user_id, key)
+        if hit is not None:
+            response = RecommendResponse(
+                items=[Item(**item) for item in hit["items"]],
+                model_version=state.version,
+                variant="production",
+                request_id=request_id,
+                fallback=None,
+                cached=True,
+            )
+            self._log(response, "recommend", request.user_id, started)
+            return response
+
+        user, fallback = self._online_user(request.user_id)
+        session = [i for i in request.session_item_ids]
+        stored_session = user.get("session_item_ids")
+        if isinstance(stored_session, str) and stored_session:
+            # the stored session lists the newest first; the model wants oldest first
+            extra = [i for i in reversed(stored_session.split(";")) if i not in session]
+            session = extra + session
+        frame = pd.DataFrame(
+            {
+                c.USER_ID: [request.user_id],
+                TS: [float(ts)],
+                c.DEVICE: [request.context.device],
+                c.COUNTRY: [request.context.country or user.get("country")],
+                "session_item_ids": [session],
+                c.AGE: [user.get("age")],
+                c.GENDER: [user.get("gender")],
+            }
+        )
+        avoid = [*filters.avoid_attributes, *split_attributes(user.get("avoid_attributes"))]
+        allowed = state.rules.mask(
+            filters.exclude_item_ids, filters.category, filters.max_price, avoid
+        )
+        model = state.model
+        batch = model.batch(frame)
+        source = state.features if fallback is None and state.features is not None else NoFeatures()
+        try:
+            ranked = model.recommend_batch(
+                batch, request.k, source, allowed=allowed, limit=self.settings.candidates
+            )
+        except STORE_ERRORS as exc:
+            if isinstance(source, NoFeatures):
+                raise
+            self._store_failed(exc)
+            fallback = f"online store unavailable ({type(exc).__name__})"
+            ranked = model.recommend_batch(
+                batch, request.k, NoFeatures(), allowed=allowed, limit=self.settings.candidates
+            )
+        if fallback is not None:
+            fallback += ": ranked on the model's own data"
+        items = self._items(model, ranked, reasons.explain(model, batch, ranked))
+        response = RecommendResponse(
+            items=items,
+            model_version=state.version,
+            variant="production",
+            request_id=request_id,
+            fallback=fallback,
+        )
+        if fallback is None:
+            self.cache.put(request.user_id, key, {"items": [i.model_dump() for i in items]})
+        self._log(response, "recommend", request.user_id, started)
+        return response
+
+    @staticmethod
+    def _items(model: Recommender, ranked: pd.DataFrame, why: list[str]) -> list[Item]:
+        ids = model.catalog.items.ids[ranked[ITEM].to_numpy(dtype=np.int64)]
+        return [
+            Item(item_id=str(i), score=round(float(s), 6), reason=r)
+            for i, s, r in zip(ids, ranked["score"].to_numpy(), why, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ /similar_items
+    def _product_row(self, state: Prepared, item_id: str) -> int:
+        """The item's row; a product the model never saw is read from the online store's
+        catalogue and embedded by the content source (new products)."""
+        row = int(state.model.catalog.items.rows([item_id])[0])
+        if row >= 0:
+            return row
+        if self.reader is None or not self.store_breaker.closed:
+            raise RequestError(f"item_id {item_id!r} is unknown (and the catalogue is unreachable)")
+        try:
+            read = self.reader.read("", [item_id], [])
+        except Exception as exc:
+            self._store_failed(exc)
+            raise RequestError(f"item_id {item_id!r} is unknown to the model") from None
+        if read.missing_items:
+            raise RequestError(f"item_id {item_id!r} is not in the catalogue")
+        product = read.items.iloc[0]
+        created = product.get("created_epoch")
+        new = pd.DataFrame(
+            {
+                c.ITEM_ID: [item_id],
+                c.CATEGORY: [product.get("category")],
+                c.BRAND: [product.get("brand")],
+                c.ATTRIBUTES: [product.get("attributes")],
+                c.PRICE: [product.get("price")],
+                c.CREATED_AT: [pd.to_datetime(created, unit="s", utc=True) if created else None],
+                c.IN_STOCK: [bool(product.get("in_stock", True))],
+            }
+        )
+        with state.lock:
+            if state.model.catalog.items.rows([item_id])[0] < 0:
+                state.model.add_products(new)
+                state.rules = Rules(state.model.catalog)
+                logger.info("new product %s added to model version %s", item_id, state.version)
+        return int(state.model.catalog.items.rows([item_id])[0])
+
+    def similar(self, request: SimilarRequest) -> RecommendResponse:
+        started = time.perf_counter()
+        state = self.current
+        model = state.model
+        row = self._product_row(state, request.item_id)
+        filters = request.filters
+        allowed = state.rules.mask(
+            [*filters.exclude_item_ids, request.item_id],
+            filters.category,
+            filters.max_price,
+            filters.avoid_attributes,
+        )
+        allowed &= model.catalog.created <= time.time()
+        content = model.source("content")
+        score = np.zeros(len(model.catalog), dtype=np.float64)
+        by = np.full(len(model.catalog), "content", dtype=object)
+        if row < len(content.embeddings):
+            sims = content.similar(np.array([row]))[0]
+            score[: len(sims)] = np.maximum(sims, 0)
+        try:
+            covisit = model.source("covisit").neighbours(row)
+        except (StopIteration, IndexError):
+            covisit = pd.Series(dtype=np.float64)
+        if len(covisit):
+            share = (covisit / covisit.max()).to_numpy()
+            at = covisit.index.to_numpy()
+            score[at] += 2.0 * share
+            by[at] = "covisit"
+        score[~allowed[: len(score)]] = -np.inf
+        top = np.argsort(-score, kind="stable")[: request.k]
+        top = top[np.isfinite(score[top]) & (score[top] > 0)]
+        ids = model.catalog.items.ids
+        items = [
+            Item(
+                item_id=str(ids[i]),
+                score=round(float(score[i]), 6),
+                reason=reasons.similar_reason(model, row, int(i), by[i]),
+            )
+            for i in top
+        ]
+        response = RecommendResponse(
+            items=items,
+            model_version=state.version,
+            variant="production",
+            request_id=uuid.uuid4().hex,
+        )
+        self._log(response, "similar_items", request.user_id, started)
+        return response
+
+    # ------------------------------------------------------------------ /feedback
+    def feedback(self, events: list[FeedbackEvent]) -> dict[str, object]:
+        """Durable log first, then the online session and the cache; a failing store leaves
+        the session update pending (retried in the background), never the event lost."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "event_uid": uuid.uuid4().hex,
+                "request_id": e.request_id,
+                "user_id": e.user_id,
+                "item_id": e.item_id,
+                "event_type": e.event_type,
+                "event_ts": e.timestamp or now,
+                "session_id": e.session_id,
+                "price": e.price,
+            }
+            for e in events
+        ]
+        accepted = self.feedback_log.append(rows)
+        pushed = self.push_pending()
+        for user in {e.user_id for e in events}:
+            self.cache.invalidate(user)
+        return {"accepted": accepted, "sessions_updated": pushed}
+
+    def push_pending(self) -> int:
+        """Fold logged events not yet in the online session into it; returns users updated."""
+        if self.updater is None or not self.store_breaker.closed:
+            return 0
+        from features.push import SessionEvent
+
+        try:
+            pending = self.feedback_log.pending_sessions()
+        except Exception as exc:
+            logger.warning("feedback log unreadable (%s)", exc)
+            return 0
+        if not pending:
+            return 0
+        events = [
+            SessionEvent(
+                user_id=p["user_id"],
+                item_id=p["item_id"],
+                event_type=SESSION_KIND[p["event_type"]],
+                epoch=int(pd.Timestamp(p["event_ts"]).timestamp()),
+                session_id=p.get("session_id"),
+            )
+            for p in pending
+        ]
+        try:
+            updated = self.updater.push(events)
+        except Exception as exc:
+            self._store_failed(exc)
+            return 0
+        self.feedback_log.mark_pushed([p["id"] for p in pending])
+        for user in {p["user_id"] for p in pending}:
+            self.cache.invalidate(user)
+        return updated
+
+    def _push_loop(self) -> None:
+        while not self._stop.wait(self.settings.push_seconds):
+            try:
+                self.feedback_log.flush_spool()
+                self.push_pending()
+            except Exception as exc:
+                logger.warning("background feedback work failed: %s", exc)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log(self, response: RecommendResponse, endpoint: str, user_id, started: float) -> None:
+        latency = (time.perf_counter() - started) * 1000
+        self.feedback_log.log_served(
+            {
+                "request_id": response.request_id,
+                "served_at": datetime.now(UTC),
+                "endpoint": endpoint,
+                "user_id": user_id,
+                "model_version": response.model_version,
+                "variant": response.variant,
+                "item_ids": [i.item_id for i in response.items],
+                "scores": [i.score for i in response.items],
+                "fallback": response.fallback,
+                "cached": response.cached,
+                "latency_ms": latency,
+            }
+        )
+
+    def health(self) -> dict[str, object]:
+        loaded = self.follower.current
+        return {
+            "model_version": loaded.version if loaded else None,
+            "alias": self.settings.alias,
+            "online_store": self.reader is not None and self.store_breaker.closed,
+            "cache": self.cache.healthy,
+            "last_error": self.follower.last_error or self.store_breaker.last_error,
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        self.follower.stop()
+        self.feedback_log.close()

@@ -1,0 +1,123 @@
+"""A human-readable reason for each recommended item, from the source that proposed it best.
+
+The reason names what the shopper can recognise: the item it goes with, the category they
+like, the people and season it is popular with. It is computed for the final few items only.
+"""
+
+import numpy as np
+import pandas as pd
+
+from recommender.model import Recommender
+from recommender.sources.covisit import MATRICES
+from recommender.state import ITEM, REQ, TS, UNKNOWN, Batch
+from recsys import columns as c
+
+SEASONS = ("winter", "spring", "summer", "autumn")
+# the most specific source that proposed an item explains it; popularity is the last resort
+REASON_ORDER = ("repeat", "covisit", "als", "content", "popularity")
+PROPOSED_WITHIN = 100
+
+
+def reason_sources(ranked: pd.DataFrame) -> np.ndarray:
+    """Per row, the first source of ``REASON_ORDER`` that ranked the item in its top
+    ``PROPOSED_WITHIN`` (else the one that ranked it best)."""
+    cols = [f"{name}_rank" for name in REASON_ORDER if f"{name}_rank" in ranked]
+    if not cols:
+        return np.full(len(ranked), "", dtype=object)
+    ranks = ranked[cols].to_numpy(dtype=np.float64)
+    names = np.array([col[: -len("_rank")] for col in cols], dtype=object)
+    within = ranks <= PROPOSED_WITHIN
+    first = np.where(within.any(axis=1), within.argmax(axis=1), ranks.argmin(axis=1))
+    return names[first]
+DAY = 86_400.0
+
+
+def _leaf(category: object) -> str:
+    if not isinstance(category, str) or not category:
+        return "this category"
+    return category.split(c.CATEGORY_SEPARATOR)[-1]
+
+
+def _season(ts: float) -> str:
+    month = pd.Timestamp(ts, unit="s", tz="UTC").month
+    return SEASONS[(month % 12) // 3]
+
+
+def _who(request: pd.Series, known: bool) -> str:
+    demo = str(request.get("demo", UNKNOWN))
+    age, _, gender = demo.partition("|")
+    words = []
+    if age not in (UNKNOWN, "", "nan"):
+        words.append(f"aged {age}")
+    people = {"F": "women", "M": "men"}.get(gender, "customers")
+    base = "new customers" if not known else people
+    if not known and people != "customers":
+        base = f"new {people}"
+    return " ".join([base, *words])
+
+
+def _anchors(model: Recommender, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each item, the history item most often seen with it (-1 when none)."""
+    out = np.full(len(items), -1, dtype=np.int64)
+    if not len(history) or not len(items):
+        return out
+    try:
+        covisit = model.source("covisit")
+    except StopIteration:
+        return out
+    n = covisit.matrices["follow"].shape[0]
+    hist = history[history < n]
+    ok = items < n
+    if not len(hist) or not ok.any():
+        return out
+    block = sum(covisit.matrices[name][hist][:, items[ok]] for name in MATRICES)
+    dense = np.asarray(block.todense())
+    best = dense.argmax(axis=0)
+    found = dense[best, np.arange(dense.shape[1])] > 0
+    out[np.flatnonzero(ok)[found]] = hist[best[found]]
+    return out
+
+
+def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]:
+    """One reason per row of ``ranked`` (``req, item, <source>_rank``) of a one-request
+    batch."""
+    if not len(ranked):
+        return []
+    request = batch.requests.iloc[0]
+    ts = float(request[TS])
+    history = batch.history[batch.history[REQ] == 0][ITEM].to_numpy()[::-1]
+    known = len(history) > 0 or int(request.get("user", -1)) >= 0
+    items = ranked[ITEM].to_numpy(dtype=np.int64)
+    ids = model.catalog.items.ids
+    cats = model.catalog.facts[c.CATEGORY].to_numpy(dtype=object)
+    created = model.catalog.created
+    anchors = _anchors(model, np.unique(history), items)
+    country = request.get(c.COUNTRY)
+    where = f" in {country}" if isinstance(country, str) and country not in (UNKNOWN, "") else ""
+    reasons = []
+    for item, source, anchor in zip(items, reason_sources(ranked), anchors, strict=True):
+        if source == "repeat":
+            text = "you bought this before"
+        elif source == "covisit" and anchor >= 0:
+            text = f"often bought with {ids[anchor]}"
+        elif source == "content" and ts - created[item] < 30 * DAY:
+            text = f"new in {_leaf(cats[item])}, like items you viewed"
+        elif source == "content" and len(history):
+            text = f"similar to {ids[history[0]]}"
+        elif source == "als":
+            text = f"picked for your interest in {_leaf(cats[item])}"
+        elif source == "popularity" or not known:
+            text = f"popular with {_who(request, known)}{where} this {_season(ts)}"
+        elif anchor >= 0:
+            text = f"often bought with {ids[anchor]}"
+        else:
+            text = f"recommended from your interest in {_leaf(cats[item])}"
+        reasons.append(text)
+    return reasons
+
+
+def similar_reason(model: Recommender, item: int, neighbour: int, by: str) -> str:
+    ids = model.catalog.items.ids
+    if by == "covisit":
+        return f"often bought with {ids[item]}"
+    return f"similar to {ids[item]}"

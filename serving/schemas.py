@@ -1,0 +1,102 @@
+"""The HTTP contract of the service (PLATFORM.md section 4), validated by pydantic.
+
+Every model forbids unknown fields, so a misspelt field is a 400 naming it rather than a
+silently ignored filter; BentoML turns a validation error into a 400 whose ``detail`` lists
+each offending field's location and what was wrong.
+"""
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_K = 200
+MAX_LIST = 500
+MAX_EVENTS = 1_000
+FEEDBACK_TYPES = ("impression", "click", "cart", "purchase")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _instant(value: object) -> datetime:
+    """ISO-8601 text or epoch seconds, always with a time zone (UTC when none is given)."""
+    if isinstance(value, bool):
+        raise ValueError("expected an ISO-8601 time or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        if not 0 <= value < 32_503_680_000:
+            raise ValueError("epoch seconds out of range")
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 time") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    raise ValueError("expected an ISO-8601 time or epoch seconds")
+
+
+class Context(Strict):
+    timestamp: datetime | None = Field(None, description="the request's instant (default: now)")
+    device: str | None = Field(None, max_length=32, description="desktop, mobile, tablet, app")
+    country: str | None = Field(None, max_length=64)
+
+    _ts = field_validator("timestamp", mode="before")(
+        classmethod(lambda cls, v: None if v is None else _instant(v))
+    )
+
+
+class Filters(Strict):
+    exclude_item_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    category: str | None = Field(
+        None, min_length=1, max_length=512, description="a category or a prefix of its path"
+    )
+    max_price: float | None = Field(None, gt=0)
+    avoid_attributes: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RecommendRequest(Strict):
+    user_id: str = Field(..., min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=MAX_K)
+    context: Context = Field(default_factory=Context)
+    session_item_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    filters: Filters = Field(default_factory=Filters)
+
+
+class SimilarRequest(Strict):
+    item_id: str = Field(..., min_length=1, max_length=256)
+    k: int = Field(10, ge=1, le=MAX_K)
+    user_id: str | None = Field(None, min_length=1, max_length=256)
+    filters: Filters = Field(default_factory=Filters)
+
+
+class FeedbackEvent(Strict):
+    request_id: str | None = Field(None, max_length=128)
+    user_id: str = Field(..., min_length=1, max_length=256)
+    item_id: str = Field(..., min_length=1, max_length=256)
+    event_type: Literal["impression", "click", "cart", "purchase"]
+    timestamp: datetime | None = None
+    session_id: str | None = Field(None, max_length=256)
+    price: float | None = Field(None, ge=0)
+
+    _ts = field_validator("timestamp", mode="before")(
+        classmethod(lambda cls, v: None if v is None else _instant(v))
+    )
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendResponse(BaseModel):
+    items: list[Item]
+    model_version: str
+    variant: str
+    request_id: str
+    fallback: str | None = None
+    cached: bool = False

@@ -1,0 +1,88 @@
+"""Starting the BentoML service for a workspace: ``recsys serve`` and the demo."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from recsys.errors import RecsysError
+from recsys.workspace import HOME_ENV, PROFILE_ENV, Workspace
+
+logger = logging.getLogger(__name__)
+SERVICE = "bentos.service:RecsysService"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def command(port: int, host: str) -> list[str]:
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return [
+        str(bentoml), "serve", SERVICE, "--host", host, "--port", str(port),
+        "--working-dir", str(REPO_ROOT),
+    ]  # fmt: skip
+
+
+def environment(workspace: Workspace, workers: int, alias: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        HOME_ENV: str(workspace.home),
+        PROFILE_ENV: workspace.profile,
+        "RECSYS_SERVE_WORKERS": str(workers),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    if alias:
+        env["RECSYS_SERVE_ALIAS"] = alias
+    return env
+
+
+def serve(workspace: Workspace, port: int, host: str, workers: int, alias: str | None) -> int:
+    """Run the service in the foreground until interrupted; returns its exit code."""
+    argv = command(port, host)
+    logger.info("starting %s on http://%s:%d (%d workers)", SERVICE, host, port, workers)
+    return subprocess.call(argv, env=environment(workspace, workers, alias), cwd=REPO_ROOT)
+
+
+def start_background(
+    workspace: Workspace, port: int, log: Path, workers: int = 1, timeout: float = 180.0
+) -> subprocess.Popen:
+    """Start the service detached from this process (it keeps answering after the caller
+    exits) and wait until ``/readyz`` says a model is loaded."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command(port, "127.0.0.1"),
+            env=environment(workspace, workers, None),
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RecsysError(f"the service exited with {process.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1.0)
+    process.terminate()
+    raise RecsysError(f"the service was not ready after {timeout:.0f}s; see {log}")
+
+
+def post(url: str, path: str, body: dict, timeout: float = 10.0) -> dict:
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())

@@ -1,0 +1,36 @@
+"""The service's settings: a YAML file (``RECSYS_SERVE_CONFIG``) validated into a frozen model,
+each value overridable by an environment variable ``RECSYS_SERVE_<NAME>``."""
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from recsys.config import FrozenModel, load_yaml_model
+
+CONFIG_ENV = "RECSYS_SERVE_CONFIG"
+
+
+class ServeConfig(FrozenModel):
+    model_name: str = Field("recsys-recommender", description="registered model to serve")
+    alias: str = Field("production", description="registry alias the service follows")
+    candidates: int = Field(300, ge=10, le=5_000, description="candidates ranked per request")
+    cache_ttl: float = Field(300.0, ge=0, description="seconds a cached list may be served")
+    item_ttl: float = Field(60.0, ge=0, description="seconds product features are kept")
+    reload_seconds: float = Field(10.0, gt=0, description="how often the alias is checked")
+    store_timeout: float = Field(0.05, gt=0, description="Redis socket timeout (seconds)")
+    retry_seconds: float = Field(2.0, ge=0, description="pause before retrying a failed store")
+    push_seconds: float = Field(1.0, gt=0, description="retry interval of pending session pushes")
+    workers: int = Field(2, ge=1, le=64, description="worker processes of `recsys serve`")
+    threads: int = Field(4, ge=1, le=64, description="request threads per worker")
+
+
+def load_settings(path: str | Path | None = None) -> ServeConfig:
+    path = path or os.environ.get(CONFIG_ENV)
+    base = load_yaml_model(path, ServeConfig) if path else ServeConfig()
+    overrides = {}
+    for name in ServeConfig.model_fields:
+        value = os.environ.get(f"RECSYS_SERVE_{name.upper()}")
+        if value is not None:
+            overrides[name] = value
+    return ServeConfig.model_validate(base.model_dump() | overrides) if overrides else base
