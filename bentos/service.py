@@ -44,25 +44,28 @@ class Status(Strict):
 
 
 def _metrics():
-    """Created in the worker (not at import), registered in BentoML's Prometheus registry."""
+    """Created in the worker (not at import); BentoML's /metrics exports prometheus_client's
+    registry (multi-process: every worker's values)."""
+    from prometheus_client import Counter, Histogram
+
     return {
-        "latency": bentoml.metrics.Histogram(
+        "latency": Histogram(
             name="recsys_request_seconds",
             documentation="request latency by endpoint and outcome",
             labelnames=["endpoint", "outcome"],
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5),
         ),
-        "requests": bentoml.metrics.Counter(
+        "requests": Counter(
             name="recsys_requests",
             documentation="answered requests by endpoint, variant, model version and path",
             labelnames=["endpoint", "variant", "model_version", "path"],
         ),
-        "fallbacks": bentoml.metrics.Counter(
+        "fallbacks": Counter(
             name="recsys_fallbacks",
             documentation="answers from a degraded path",
             labelnames=["endpoint"],
         ),
-        "feedback": bentoml.metrics.Counter(
+        "feedback": Counter(
             name="recsys_feedback_events",
             documentation="feedback events accepted",
             labelnames=["event_type"],

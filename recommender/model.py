@@ -12,30 +12,33 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from recommender import candidates as cand
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import ModelConfig
 from recommender.ranker import Ranker
 from recommender.sources.als import AlsSource
 from recommender.sources.content import ContentSource
+from recommender.sources.repeat import RepeatSource
+from recommender.stored import ranker_inputs
+from recsys import columns as c
+
+from recommender import candidates as cand
 from recommender.sources.covisit import CovisitSource
 from recommender.sources.popularity import PopularitySource
-from recommender.sources.repeat import RepeatSource
 from recommender.state import (
     ITEM,
     KIND,
     PURCHASED,
     REQ,
     TS,
+    UNKNOWN,
     Batch,
     Exclusions,
     attach_segments,
     batch_from_events,
+    demo_segment,
+    rows_of,
     user_segments,
 )
-from recommender.stored import ranker_inputs
-from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 MODEL_FILE = "recommender.pkl"
@@ -136,47 +139,75 @@ class Recommender:
         return n_items - before
 
     # ---------------------------------------------------------------- answering
+    def _stored(self, name: str, users: np.ndarray) -> pd.DataFrame:
+        """The rows of a stored per-user frame (``past``, ``touched``, ``segments``) that belong
+        to ``users``, found by binary search on the frame's sorted user ids."""
+        frame = getattr(self, name)
+        keys = self._keys.get(name) if hasattr(self, "_keys") else None
+        if keys is None or len(keys) != len(frame):
+            frame = frame.sort_values(c.USER_ID, kind="stable").reset_index(drop=True)
+            setattr(self, name, frame)
+            keys = frame[c.USER_ID].astype(str).to_numpy(dtype=object)
+            self.__dict__.setdefault("_keys", {})[name] = keys
+        return frame.iloc[rows_of(keys, users)]
+
     def batch(self, requests: pd.DataFrame) -> Batch:
-        """Requests (``user_id``, optional ``ts``, ``device``, ``country``,
-        ``session_item_ids``) with each user's stored past and live session."""
+        """Requests (``user_id``, optional ``ts``, ``device``, ``country``, ``age``,
+        ``gender``, ``session_item_ids``) with each user's stored past and live session."""
         reqs = requests.reset_index(drop=True).copy()
+        reqs[c.USER_ID] = reqs[c.USER_ID].astype(str)
         if TS not in reqs:
             reqs[TS] = self.data_end + 1.0
-        past = self.past
+        users = pd.unique(reqs[c.USER_ID].to_numpy(dtype=object))
+        past = self._stored("past", users)
         if "session_item_ids" in reqs:
             rows = []
             for uid, ts, items in zip(
                 reqs[c.USER_ID], reqs[TS], reqs["session_item_ids"], strict=True
             ):
-                for i, item in enumerate(items or []):
-                    rows.append((str(uid), item, float(ts) - len(items) + i))
+                items = list(items) if items is not None else []
+                for i, item in enumerate(items):
+                    rows.append((uid, item, float(ts) - len(items) + i))
             if rows:
                 extra = pd.DataFrame(rows, columns=[c.USER_ID, c.ITEM_ID, TS])
                 extra[ITEM] = self.catalog.items.rows(extra[c.ITEM_ID])
                 extra = extra[extra[ITEM] >= 0].drop(columns=c.ITEM_ID)
                 extra[KIND], extra["weight"] = 0, self.config.events.view
-                past = pd.concat([past, extra], ignore_index=True).sort_values([c.USER_ID, TS])
+                past = pd.concat([past, extra], ignore_index=True)
+                past = past.sort_values([c.USER_ID, TS], kind="stable")
             reqs = reqs.drop(columns="session_item_ids")
         built = batch_from_events(
             reqs, past, pd.DataFrame({c.USER_ID: []}), self.users, self.config.history_items
         )
         requests = attach_segments(
-            built.requests.drop(columns=["demo"], errors="ignore"), self.segments
+            built.requests.drop(columns=["demo"], errors="ignore"), self._stored("segments", users)
         )
-        known = requests[[REQ, c.USER_ID]].merge(self.touched, on=c.USER_ID)[[REQ, ITEM]]
-        touched = pd.concat([known, built.touched]).drop_duplicates().reset_index(drop=True)
-        return Batch(requests, built.history, built.bought, touched)
+        if c.AGE in reqs or c.GENDER in reqs:  # demographics given with the request (a
+            # profile newer than the model): they place a user the model never saw
+            given = demo_segment(
+                reqs.get(c.AGE, pd.Series(np.nan, index=reqs.index)),
+                reqs.get(c.GENDER, pd.Series(None, index=reqs.index)),
+            ).to_numpy()
+            unknown = (requests["demo"] == UNKNOWN).to_numpy()
+            requests.loc[unknown, "demo"] = given[requests[REQ].to_numpy()][unknown]
+        known = requests[[REQ, c.USER_ID]].merge(self._stored("touched", users), on=c.USER_ID)
+        touched = pd.concat([known[[REQ, ITEM]], built.touched]).drop_duplicates()
+        return Batch(requests, built.history, built.bought, touched.reset_index(drop=True))
 
-    def exclusions(self, batch: Batch) -> Exclusions:
-        return Exclusions(batch, self.catalog, self.allow_rebuy)
+    def exclusions(self, batch: Batch, allowed: np.ndarray | None = None) -> Exclusions:
+        return Exclusions(batch, self.catalog, self.allow_rebuy, allowed)
 
     def candidates(
-        self, batch: Batch, sources: list | None = None, limit: int | None = None
+        self,
+        batch: Batch,
+        sources: list | None = None,
+        limit: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> pd.DataFrame:
         return cand.generate(
             sources or self.sources,
             batch,
-            self.exclusions(batch),
+            self.exclusions(batch, allowed),
             limit or self.config.candidates,
         )
 
@@ -189,21 +220,32 @@ class Recommender:
         return pd.concat([described, inputs], axis=1)
 
     def recommend_batch(
-        self, batch: Batch, k: int, feature_source, sources: list | None = None
+        self,
+        batch: Batch,
+        k: int,
+        feature_source,
+        sources: list | None = None,
+        allowed: np.ndarray | None = None,
+        limit: int | None = None,
     ) -> pd.DataFrame:
-        """Top ``k`` per request: ``req, rank, item, score`` (the single answering path)."""
+        """Top ``k`` per request: ``req, rank, item, score`` and each source's ``<name>_rank``
+        (the single answering path).
+
+        ``allowed``: items the business rules leave (the service's filters); ``limit``: the
+        number of candidates ranked per request (the model's configuration by default)."""
         out = []
         for start, part in batch.chunks(CHUNK):
-            pairs = self.candidates(part, sources)
+            pairs = self.candidates(part, sources, limit, allowed)
+            rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
             if self.ranker is not None and sources is None and len(pairs):
                 scores = self.ranker.score(self.features(part, pairs, feature_source))
                 if self.cold_by_popularity and "popularity_rank" in pairs:
                     cold = ~pairs[REQ].isin(part.history[REQ].unique()).to_numpy()
                     scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
             else:  # a single-source baseline: its own order
-                rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
                 scores = -pairs[rank_cols].min(axis=1).to_numpy(dtype=np.float64)
-            ranked = pairs[[REQ, ITEM]].assign(score=scores)
+            # each source's rank stays with the item: the service's reasons come from them
+            ranked = pairs[[REQ, ITEM, *rank_cols]].assign(score=scores)
             ranked = ranked.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
             ranked = ranked.groupby(REQ, sort=False).head(k)
             ranked["rank"] = ranked.groupby(REQ, sort=False).cumcount() + 1

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import EventWeights
 from recsys import columns as c
@@ -165,6 +164,19 @@ def attach_segments(reqs: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_values(REQ).reset_index(drop=True)
 
 
+def rows_of(sorted_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of every row whose key is one of ``wanted``, in a frame sorted by key: the
+    few users of a request are found in a stored past of millions of rows in microseconds."""
+    wanted = np.asarray(wanted, dtype=object)
+    left = np.searchsorted(sorted_keys, wanted, side="left")
+    right = np.searchsorted(sorted_keys, wanted, side="right")
+    lengths = right - left
+    if lengths.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(left - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return starts + np.arange(lengths.sum())
+
+
 def availability(batch: Batch, catalog: Catalog, allow_rebuy: bool) -> "Exclusions":
     return Exclusions(batch, catalog, allow_rebuy)
 
@@ -172,10 +184,36 @@ def availability(batch: Batch, catalog: Catalog, allow_rebuy: bool) -> "Exclusio
 class Exclusions:
     """What a request may not be shown: items not launched yet, and (by policy) rebuys."""
 
-    def __init__(self, batch: Batch, catalog: Catalog, allow_rebuy: bool) -> None:
+    def __init__(
+        self,
+        batch: Batch,
+        catalog: Catalog,
+        allow_rebuy: bool,
+        allowed: np.ndarray | None = None,
+    ) -> None:
+        """``allowed``: the items business rules leave to every request of the batch (the
+        service's filters); ``None`` leaves all."""
         self.ts = batch.requests[TS].to_numpy(dtype=np.float64)
         self.created = catalog.created
         self.bought = batch.bought if not allow_rebuy else batch.bought.iloc[0:0]
+        self.allowed = allowed
+
+    def restrict(self, scores):
+        """Zero the scores of items the rules forbid (a dense vector or a sparse block), so a
+        source's own top list is drawn from allowed items only and never starves."""
+        if self.allowed is None:
+            return scores
+        n_items = scores.shape[-1]
+        keep = np.zeros(n_items, dtype=bool)
+        upto = min(n_items, len(self.allowed))
+        keep[:upto] = self.allowed[:upto]
+        if isinstance(scores, np.ndarray):
+            return np.where(keep, scores, 0)
+        from scipy.sparse import diags
+
+        out = (scores @ diags(keep.astype(scores.dtype))).tocsr()
+        out.eliminate_zeros()
+        return out
 
     def mask_dense(self, scores: np.ndarray, offset: int = 0) -> None:
         """Set excluded cells of a (requests x items) score block to -inf, in place."""
@@ -183,6 +221,8 @@ class Exclusions:
         ts = self.ts[offset : offset + len(scores)]
         created = self.created[:n_items]
         scores[created[None, :] > ts[:, None]] = -np.inf
+        if self.allowed is not None:
+            scores[:, ~self.allowed[:n_items]] = -np.inf
         rows = self.bought[REQ].to_numpy() - offset
         ok = (rows >= 0) & (rows < len(scores))
         items = self.bought[ITEM].to_numpy()[ok]
@@ -191,8 +231,12 @@ class Exclusions:
 
     def filter(self, pairs: pd.DataFrame) -> pd.DataFrame:
         """Drop excluded (req, item) rows of a candidate frame."""
+        if len(pairs) == 0:
+            return pairs
         launched = self.created[pairs[ITEM].to_numpy()] <= self.ts[pairs[REQ].to_numpy()]
         pairs = pairs[launched]
+        if self.allowed is not None:
+            pairs = pairs[self.allowed[pairs[ITEM].to_numpy()]]
         if len(self.bought):
             key = pairs[REQ].to_numpy().astype(np.int64) * (1 << 32) + pairs[ITEM].to_numpy()
             banned = (

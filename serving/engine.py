@@ -8,6 +8,7 @@ computed, and feedback always reaches the durable log first.
 """
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -98,7 +99,13 @@ class Engine:
 
     def _open_cache(self):
         if self.workspace.profile != "production":
-            return MemoryCache(self.settings.cache_ttl)
+            # a process's memory is shared by no other worker: with several, feedback to one
+            # could not invalidate another's copy, so several workers cache nothing locally
+            workers = int(os.environ.get("RECSYS_SERVE_WORKERS", "1"))
+            return MemoryCache(
+                self.settings.cache_ttl if workers == 1 else 0.0,
+                max_users=1 if workers > 1 else 100_000,
+            )
         from features.environment import setting
 
         return RedisCache.connect(

@@ -29,6 +29,8 @@ def reason_sources(ranked: pd.DataFrame) -> np.ndarray:
     within = ranks <= PROPOSED_WITHIN
     first = np.where(within.any(axis=1), within.argmax(axis=1), ranks.argmin(axis=1))
     return names[first]
+
+
 DAY = 86_400.0
 
 

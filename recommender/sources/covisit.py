@@ -14,9 +14,10 @@ import logging
 
 import numpy as np
 import pandas as pd
+from recommender.config import CovisitConfig
+from recsys import columns as c
 from scipy.sparse import csr_matrix, diags
 
-from recommender.config import CovisitConfig
 from recommender.state import (
     ITEM,
     TS,
@@ -28,7 +29,6 @@ from recommender.state import (
     seed_matrix,
     top_n_sparse,
 )
-from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
@@ -136,6 +136,7 @@ class CovisitSource:
         n_items = self.matrices["follow"].shape[0]
         scores = self._scores(batch, n_items)
         blend = scores["follow"] + scores["session"] + scores["knn"] + scores["follow_last"]
+        blend = exclusions.restrict(blend)
         found = top_n_sparse(blend, self.config.candidates * 2)
         found = exclusions.filter(found)
         found = found.sort_values(["req", "score"], ascending=[True, False], kind="stable")

@@ -9,10 +9,19 @@ import logging
 
 import numpy as np
 import pandas as pd
-
 from recommender.config import PopularityConfig
-from recommender.state import ITEM, REQ, SEGMENTS, TS, UNKNOWN, WEIGHT, Batch, Exclusions
 from recsys import columns as c
+
+from recommender.state import (
+    ITEM,
+    REQ,
+    SEGMENTS,
+    TS,
+    UNKNOWN,
+    WEIGHT,
+    Batch,
+    Exclusions,
+)
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
@@ -160,7 +169,7 @@ class PopularitySource:
         parts = []
         keys = [*SEGMENTS, "_month"]  # demo and country make the joint segment too
         for _, group in reqs.groupby(keys, sort=False, dropna=False):
-            score = self._blend(group.iloc[0])
+            score = exclusions.restrict(self._blend(group.iloc[0]))
             top = np.argsort(-score, kind="stable")[: n * 3]
             top = top[score[top] > 0]
             pairs = pd.DataFrame(
