@@ -12,18 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recommender import candidates as cand
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import ModelConfig
 from recommender.ranker import Ranker
 from recommender.sources.als import AlsSource
 from recommender.sources.content import ContentSource
-from recommender.sources.repeat import RepeatSource
-from recommender.stored import ranker_inputs
-from recsys import columns as c
-
-from recommender import candidates as cand
 from recommender.sources.covisit import CovisitSource
 from recommender.sources.popularity import PopularitySource
+from recommender.sources.repeat import RepeatSource
 from recommender.state import (
     ITEM,
     KIND,
@@ -39,6 +37,8 @@ from recommender.state import (
     rows_of,
     user_segments,
 )
+from recommender.stored import ranker_inputs
+from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 MODEL_FILE = "recommender.pkl"

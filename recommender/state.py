@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import EventWeights
 from recsys import columns as c

@@ -14,10 +14,9 @@ import logging
 
 import numpy as np
 import pandas as pd
-from recommender.config import CovisitConfig
-from recsys import columns as c
 from scipy.sparse import csr_matrix, diags
 
+from recommender.config import CovisitConfig
 from recommender.state import (
     ITEM,
     TS,
@@ -29,6 +28,7 @@ from recommender.state import (
     seed_matrix,
     top_n_sparse,
 )
+from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0

@@ -9,9 +9,8 @@ import logging
 
 import numpy as np
 import pandas as pd
-from recommender.config import PopularityConfig
-from recsys import columns as c
 
+from recommender.config import PopularityConfig
 from recommender.state import (
     ITEM,
     REQ,
@@ -22,6 +21,7 @@ from recommender.state import (
     Batch,
     Exclusions,
 )
+from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
