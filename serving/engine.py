@@ -147,17 +147,18 @@ class Engine:
         return self.follower.current is not None
 
     # ------------------------------------------------------------------ online store
-    def _online_user(self, user_id: str) -> tuple[dict, str | None]:
-        """The user's stored features and session, or why they are missing."""
+    def _online_user(self, user_id: str):
+        """The user's stored features and session (an ``OnlineRead``), or why they are
+        missing."""
         if self.reader is None:
-            return {}, "online store unavailable at start"
+            return None, "online store unavailable at start"
         if not self.store_breaker.closed:
-            return {}, f"online store unavailable ({self.store_breaker.last_error})"
+            return None, f"online store unavailable ({self.store_breaker.last_error})"
         try:
-            return self.reader.read(user_id, [], []).user, None
+            return self.reader.read(user_id, [], []), None
         except Exception as exc:
             self._store_failed(exc)
-            return {}, f"online store unavailable ({type(exc).__name__})"
+            return None, f"online store unavailable ({type(exc).__name__})"
 
     def _store_failed(self, exc: BaseException) -> None:
         if self.store_breaker.closed:
@@ -193,13 +194,12 @@ class Engine:
             self._log(response, "recommend", request.user_id, started)
             return response
 
-        user, fallback = self._online_user(request.user_id)
-        session = [i for i in request.session_item_ids]
-        stored_session = user.get("session_item_ids")
-        if isinstance(stored_session, str) and stored_session:
+        read, fallback = self._online_user(request.user_id)
+        user = read.user if read is not None else {}
+        session = list(request.session_item_ids)
+        if read is not None and read.session is not None:
             # the stored session lists the newest first; the model wants oldest first
-            extra = [i for i in reversed(stored_session.split(";")) if i not in session]
-            session = extra + session
+            session = [i for i in reversed(read.session.items) if i not in session] + session
         frame = pd.DataFrame(
             {
                 c.USER_ID: [request.user_id],
@@ -325,7 +325,7 @@ class Engine:
             Item(
                 item_id=str(ids[i]),
                 score=round(float(score[i]), 6),
-                reason=reasons.similar_reason(model, row, int(i), by[i]),
+                reason=reasons.similar_reason(model, row, by[i]),
             )
             for i in top
         ]

@@ -118,7 +118,7 @@ def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]
     return reasons
 
 
-def similar_reason(model: Recommender, item: int, neighbour: int, by: str) -> str:
+def similar_reason(model: Recommender, item: int, by: str) -> str:
     ids = model.catalog.items.ids
     if by == "covisit":
         return f"often bought with {ids[item]}"

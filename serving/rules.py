@@ -34,7 +34,6 @@ class Rules:
         self.price = facts[c.PRICE].to_numpy(dtype=np.float64)
         cats = facts[c.CATEGORY].astype(object)
         self.category = np.where(cats.notna(), cats, "").astype(str)
-        self.known_categories = frozenset(self.category) - {""}
         self._by_attribute: dict[str, list[int]] = {}
         for row, value in enumerate(facts[c.ATTRIBUTES].to_numpy(dtype=object)):
             for attribute in split_attributes(value):
