@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features import names as n
-from features.context import context_features
+from features.context import context_columns
 from recommender.catalog import Catalog
 from recommender.state import ITEM, REQ, TS, Batch
 from recommender.stored import LABEL_EPSILON
@@ -38,26 +38,33 @@ def _stamp(seconds: np.ndarray) -> pd.DatetimeIndex:
     return pd.to_datetime(seconds, unit="s", utc=True).floor("us")
 
 
-def _categories(catalog: Catalog) -> np.ndarray:
-    cats = catalog.facts[c.CATEGORY].astype(object)
-    return cats.where(cats.notna(), "").to_numpy()
+def _categories(catalog: Catalog, items: np.ndarray | None = None) -> np.ndarray:
+    """The category of each item (of ``items``, or of all), ``""`` where unknown."""
+    cats = catalog.facts[c.CATEGORY].to_numpy(dtype=object)
+    cats = cats if items is None else cats[items]
+    return np.where(pd.isna(cats), "", cats)
 
 
 def request_frame(batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     """Per candidate row: the request's instant and device and the candidate's keys."""
-    reqs = batch.requests.set_index(REQ)
-    at = reqs[TS].to_numpy(dtype=np.float64)[pairs[REQ].to_numpy()]
-    device = reqs[c.DEVICE].astype(object).to_numpy()[pairs[REQ].to_numpy()]
-    return pd.DataFrame(
-        {
-            c.USER_ID: reqs[c.USER_ID].astype(str).to_numpy()[pairs[REQ].to_numpy()],
-            c.ITEM_ID: catalog.items.ids[pairs[ITEM].to_numpy()],
-            c.CATEGORY: _categories(catalog)[pairs[ITEM].to_numpy()],
-            n.REQUEST_TS: at.astype(np.int64),
-            n.REQUEST_DEVICE: np.where(device == "?", "unknown", device).astype(str),
-        },
-        index=pairs.index,
-    )
+    return pd.DataFrame(_pair_columns(batch, pairs, catalog), index=pairs.index)
+
+
+def _pair_columns(batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> dict[str, np.ndarray]:
+    """``request_frame`` as columns: each request's values worked out once, then spread
+    over its candidates."""
+    reqs, items = pairs[REQ].to_numpy(), pairs[ITEM].to_numpy()
+    requests = batch.requests
+    at = requests[TS].to_numpy(dtype=np.float64)
+    device = requests[c.DEVICE].to_numpy(dtype=object)
+    device = np.where(device == "?", "unknown", device).astype(str)
+    return {
+        c.USER_ID: requests[c.USER_ID].astype(str).to_numpy()[reqs],
+        c.ITEM_ID: catalog.items.ids[items],
+        c.CATEGORY: _categories(catalog, items),
+        n.REQUEST_TS: at.astype(np.int64)[reqs],
+        n.REQUEST_DEVICE: device[reqs],
+    }
 
 
 class OfflineFeatures:
@@ -158,26 +165,35 @@ class OfflineFeatures:
 
 def with_context(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the on-demand ``request_context`` columns (Feast's function, called directly)."""
-    inputs = pd.DataFrame(
-        {
-            n.REQUEST_TS: frame[n.REQUEST_TS],
-            n.REQUEST_DEVICE: frame[n.REQUEST_DEVICE],
-            "price": frame.get(f"{n.PRODUCT_CATALOG}__price"),
-            "created_epoch": frame.get(f"{n.PRODUCT_CATALOG}__created_epoch"),
-            "mean_price": frame.get(f"{n.USER_ACTIVITY}__mean_price"),
-            "last_event_epoch": frame.get(f"{n.USER_ACTIVITY}__last_event_epoch"),
-        },
-        index=frame.index,
-    )
-    context = context_features(inputs).add_prefix(f"{n.REQUEST_CONTEXT}__")
+    context = pd.DataFrame(_context(frame), index=frame.index)
     return pd.concat([frame, context], axis=1)
+
+
+def _with_context(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``with_context`` on columns (the service's path: no frame until the end)."""
+    columns.update(_context(columns))
+    return columns
+
+
+def _context(columns) -> dict[str, np.ndarray]:
+    """The ``request_context`` columns of a frame or a dict of columns."""
+    context = context_columns(
+        columns[n.REQUEST_TS],
+        columns[n.REQUEST_DEVICE],
+        price=columns.get(f"{n.PRODUCT_CATALOG}__price"),
+        created_epoch=columns.get(f"{n.PRODUCT_CATALOG}__created_epoch"),
+        mean_price=columns.get(f"{n.USER_ACTIVITY}__mean_price"),
+        last_event_epoch=columns.get(f"{n.USER_ACTIVITY}__last_event_epoch"),
+    )
+    return {f"{n.REQUEST_CONTEXT}__{name}": values for name, values in context.items()}
 
 
 class NoFeatures:
     """No store at hand: only the request's own data; the ranker treats the rest as missing."""
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
-        return with_context(request_frame(batch, pairs, catalog))
+        columns = _with_context(_pair_columns(batch, pairs, catalog))
+        return pd.DataFrame(columns, index=pairs.index, copy=False)
 
 
 class OnlineFeatures:
@@ -231,43 +247,51 @@ class OnlineFeatures:
         return held, list(dict.fromkeys(missing))
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
-        rows = request_frame(batch, pairs, catalog)
-        if len(rows) == 0:
-            return rows
+        rows = _pair_columns(batch, pairs, catalog)
+        if len(pairs) == 0:
+            return pd.DataFrame(rows, index=pairs.index)
         user_ids = batch.requests[c.USER_ID].astype(str).to_numpy()
         if len(user_ids) != 1:
             raise ValueError("the online store answers one request at a time")
-        item_ids = rows[c.ITEM_ID].to_numpy(dtype=object)
+        item_ids = rows[c.ITEM_ID]
         held, missing = self._cached_items(item_ids)
-        categories = sorted({x for x in rows[c.CATEGORY].to_numpy() if x})
+        categories = sorted({x for x in rows[c.CATEGORY] if x})
         read = self.reader.read(user_ids[0], missing, categories)
         now = self._clock()
         names = [name for name, _ in self.item_columns]
-        fresh = read.items
-        values = [fresh[name].to_numpy(dtype=object) for name in names]
-        missing_set = set(read.missing_items)
-        for i, item in enumerate(missing):
-            row = tuple(col[i] for col in values) if item not in missing_set else None
-            held[item] = row
-            self._items[item] = (now, row)
+        if missing:
+            fresh = read.items
+            values = [fresh[name].to_numpy(dtype=object) for name in names]
+            found = list(zip(*values, strict=True)) if names else [()] * len(missing)
+            absent = set(read.missing_items)
+            for item, row in zip(missing, found, strict=True):
+                row = row if item not in absent else None
+                held[item] = row
+                self._items[item] = (now, row)
         if len(self._items) > self.max_items:
             self._items.clear()
+        # each distinct product, user value and category is converted once, then spread
+        # over the candidates (a number column's type is that of its distinct values)
+        codes, distinct = pd.factorize(item_ids)
         empty = (None,) * len(names)
-        table = [held[item] or empty for item in item_ids]
+        table = [held[item] or empty for item in distinct]
         columns = list(zip(*table, strict=True)) if table else [() for _ in names]
         out = {
-            full: np.asarray(col, dtype=object)
+            full: self._typed(full, np.asarray(col, dtype=object))[codes]
             for (_, full), col in zip(self.item_columns, columns, strict=True)
         }
         self.last_user = read.user
         for name, full in self.user_columns.items():
-            out[full] = np.full(len(rows), read.user.get(name), dtype=object)
-        cats = rows[c.CATEGORY].to_numpy()
+            value = np.full(1, read.user.get(name), dtype=object)
+            out[full] = np.repeat(self._typed(full, value), len(item_ids))
+        cat_codes, cats = pd.factorize(rows[c.CATEGORY])
         for name, full in self.affinity_columns:
-            out[full] = np.array(
-                [read.affinity.get(cat, {}).get(name) for cat in cats], dtype=object
-            )
-        for name in self.numeric.intersection(out):
-            out[name] = pd.to_numeric(out[name], errors="coerce")
-        stored = pd.DataFrame(out, index=rows.index)
-        return with_context(pd.concat([rows, stored], axis=1))
+            values = np.array([read.affinity.get(cat, {}).get(name) for cat in cats], dtype=object)
+            out[full] = self._typed(full, values)[cat_codes]
+        rows.update(out)
+        # (the columns are this call's own arrays: the frame takes them without a copy)
+        return pd.DataFrame(_with_context(rows), index=pairs.index, copy=False)
+
+    def _typed(self, column: str, values: np.ndarray) -> np.ndarray:
+        """A numeric feature's values as numbers (NaN where missing), others as they are."""
+        return pd.to_numeric(values, errors="coerce") if column in self.numeric else values

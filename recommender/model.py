@@ -31,18 +31,24 @@ from recommender.state import (
     UNKNOWN,
     Batch,
     Exclusions,
-    attach_segments,
-    batch_from_events,
+    assemble,
     demo_segment,
+    group_positions,
+    order_by_request_and_score,
+    request_columns,
+    requests_with_past,
+    rows_by_request,
     rows_of,
+    session_events,
     user_segments,
 )
-from recommender.stored import ranker_inputs
+from recommender.stored import ranker_input_columns
 from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 MODEL_FILE = "recommender.pkl"
 CHUNK = 2_000
+NO_PROFILES = {name: np.zeros(0, dtype=object) for name in (c.USER_ID, "demo", "user_country")}
 
 
 class Recommender:
@@ -153,46 +159,54 @@ class Recommender:
 
     def batch(self, requests: pd.DataFrame) -> Batch:
         """Requests (``user_id``, optional ``ts``, ``device``, ``country``, ``age``,
-        ``gender``, ``session_item_ids``) with each user's stored past and live session."""
-        reqs = requests.reset_index(drop=True).copy()
-        reqs[c.USER_ID] = reqs[c.USER_ID].astype(str)
-        if TS not in reqs:
-            reqs[TS] = self.data_end + 1.0
-        users = pd.unique(reqs[c.USER_ID].to_numpy(dtype=object))
-        past = self._stored("past", users)
-        if "session_item_ids" in reqs:
-            rows = []
-            for uid, ts, items in zip(
-                reqs[c.USER_ID], reqs[TS], reqs["session_item_ids"], strict=True
-            ):
-                items = list(items) if items is not None else []
-                for i, item in enumerate(items):
-                    rows.append((uid, item, float(ts) - len(items) + i))
-            if rows:
-                extra = pd.DataFrame(rows, columns=[c.USER_ID, c.ITEM_ID, TS])
-                extra[ITEM] = self.catalog.items.rows(extra[c.ITEM_ID])
-                extra = extra[extra[ITEM] >= 0].drop(columns=c.ITEM_ID)
-                extra[KIND], extra["weight"] = 0, self.config.events.view
-                past = pd.concat([past, extra], ignore_index=True)
-                past = past.sort_values([c.USER_ID, TS], kind="stable")
-            reqs = reqs.drop(columns="session_item_ids")
-        built = batch_from_events(
-            reqs, past, pd.DataFrame({c.USER_ID: []}), self.users, self.config.history_items
-        )
-        requests = attach_segments(
-            built.requests.drop(columns=["demo"], errors="ignore"), self._stored("segments", users)
-        )
-        if c.AGE in reqs or c.GENDER in reqs:  # demographics given with the request (a
+        ``gender``, ``session_item_ids``) with each user's stored past and live session.
+
+        A request's session is its own: two requests of one user in a batch do not see each
+        other's sessions (a batch answers each request as if it came alone)."""
+        columns = request_columns(requests)
+        columns[c.USER_ID] = pd.Series(columns[c.USER_ID], copy=False).astype(str).to_numpy()
+        if TS not in columns:
+            columns[TS] = np.full(len(requests), self.data_end + 1.0)
+        users = pd.unique(columns[c.USER_ID])
+        sessions = columns.pop("session_item_ids", None)
+        extra = None
+        if sessions is not None:
+            at = np.asarray(columns[TS])
+            extra = session_events(at, sessions, self.catalog.items, self.config.events.view)
+
+        def keys(name: str) -> np.ndarray:
+            """The user ids of a stored per-user frame, which ``_stored`` sorts once."""
+            if len(self.__dict__.get("_keys", {}).get(name, ())) != len(getattr(self, name)):
+                self._stored(name, users[:0])
+            return self._keys[name]
+
+        def stored(name: str) -> dict[str, np.ndarray]:
+            """The batch's users' rows of a stored per-user frame, as columns (found by
+            binary search: no frame is built)."""
+            rows = rows_of(keys(name), users)
+            frame = getattr(self, name)
+            return {column: frame[column].to_numpy()[rows] for column in frame.columns}
+
+        columns, past = requests_with_past(columns, stored("past"), self.users, extra)
+        # every item the user ever touched (stored), before those of the batch's own past
+        reqs, rows = rows_by_request(keys("touched"), columns[c.USER_ID])
+        touched = (reqs, self.touched[ITEM].to_numpy()[rows])
+        # the request's own device and country, else its last event's, else unknown; the
+        # stored profile gives the demographic segment
+        profiles = [NO_PROFILES, stored("segments")]
+        built = assemble(columns, past, profiles, self.config.history_items, touched)
+        requests = built.requests
+        if c.AGE in requests or c.GENDER in requests:  # demographics given with the request (a
             # profile newer than the model): they place a user the model never saw
-            given = demo_segment(
-                reqs.get(c.AGE, pd.Series(np.nan, index=reqs.index)),
-                reqs.get(c.GENDER, pd.Series(None, index=reqs.index)),
-            ).to_numpy()
-            unknown = (requests["demo"] == UNKNOWN).to_numpy()
-            requests.loc[unknown, "demo"] = given[requests[REQ].to_numpy()][unknown]
-        known = requests[[REQ, c.USER_ID]].merge(self._stored("touched", users), on=c.USER_ID)
-        touched = pd.concat([known[[REQ, ITEM]], built.touched]).drop_duplicates()
-        return Batch(requests, built.history, built.bought, touched.reset_index(drop=True))
+            demo = requests["demo"].to_numpy()
+            unknown = demo == UNKNOWN
+            if unknown.any():
+                given = demo_segment(
+                    requests.get(c.AGE, pd.Series(np.nan, index=requests.index)),
+                    requests.get(c.GENDER, pd.Series(None, index=requests.index)),
+                ).to_numpy()
+                requests["demo"] = np.where(unknown, given, demo)
+        return built
 
     def exclusions(self, batch: Batch, allowed: np.ndarray | None = None) -> Exclusions:
         return Exclusions(batch, self.catalog, self.allow_rebuy, allowed)
@@ -213,11 +227,11 @@ class Recommender:
 
     def features(self, batch: Batch, pairs: pd.DataFrame, feature_source) -> pd.DataFrame:
         """Source features and stored features of each candidate, row-aligned with pairs."""
-        described = cand.describe(self.sources, batch, pairs)
+        columns = cand.describe_columns(self.sources, batch, pairs)
         stored = feature_source.fetch(batch, pairs, self.catalog)
         item_ids = pd.Series(self.catalog.items.ids[pairs[ITEM].to_numpy()], index=pairs.index)
-        inputs = ranker_inputs(stored, item_ids)
-        return pd.concat([described, inputs], axis=1)
+        columns.update(ranker_input_columns(stored, item_ids))
+        return pd.DataFrame(columns, index=pairs.index)
 
     def recommend_batch(
         self,
@@ -235,27 +249,32 @@ class Recommender:
         number of candidates ranked per request (the model's configuration by default)."""
         out = []
         for start, part in batch.chunks(CHUNK):
-            pairs = self.candidates(part, sources, limit, allowed)
-            rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
-            if self.ranker is not None and sources is None and len(pairs):
-                scores = self.ranker.score(self.features(part, pairs, feature_source))
-                if self.cold_by_popularity and "popularity_rank" in pairs:
-                    cold = ~pairs[REQ].isin(part.history[REQ].unique()).to_numpy()
-                    scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
-            else:  # a single-source baseline: its own order
-                scores = -pairs[rank_cols].min(axis=1).to_numpy(dtype=np.float64)
+            with part.reusing():  # the scores that propose candidates also describe them
+                pairs = self.candidates(part, sources, limit, allowed)
+                rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
+                reqs = pairs[REQ].to_numpy()
+                if self.ranker is not None and sources is None and len(pairs):
+                    scores = self.ranker.score(self.features(part, pairs, feature_source))
+                    if self.cold_by_popularity and "popularity_rank" in pairs:
+                        has_past = np.zeros(len(part), dtype=bool)
+                        has_past[part.history[REQ].to_numpy()] = True
+                        cold = ~has_past[reqs]
+                        scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
+                else:  # a single-source baseline: its own order
+                    ranks = pairs[rank_cols].to_numpy(dtype=np.float64)
+                    scores = -(ranks.min(axis=1) if rank_cols else np.full(len(pairs), np.nan))
+            order = order_by_request_and_score(reqs, scores)
+            position = group_positions(reqs[order])[0]
+            top = order[position < k]
             # each source's rank stays with the item: the service's reasons come from them
-            ranked = pairs[[REQ, ITEM, *rank_cols]].assign(score=scores)
-            ranked = ranked.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
-            ranked = ranked.groupby(REQ, sort=False).head(k)
-            ranked["rank"] = ranked.groupby(REQ, sort=False).cumcount() + 1
-            ranked[REQ] += start
-            out.append(ranked)
-        return (
-            pd.concat(out, ignore_index=True)
-            if out
-            else pd.DataFrame({REQ: [], "rank": [], ITEM: [], "score": []})
-        )
+            ranked = {REQ: reqs[top] + start, ITEM: pairs[ITEM].to_numpy()[top]}
+            ranked.update((col, pairs[col].to_numpy()[top]) for col in rank_cols)
+            ranked["score"] = scores[top]
+            ranked["rank"] = position[position < k] + 1
+            out.append(pd.DataFrame(ranked))
+        if not out:
+            return pd.DataFrame({REQ: [], "rank": [], ITEM: [], "score": []})
+        return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)
 
     def recommend(self, requests: pd.DataFrame, k: int, feature_source) -> pd.DataFrame:
         """``user_id, rank, item_id, score`` for each request row (by user)."""

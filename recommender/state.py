@@ -4,7 +4,8 @@ Training builds it from the event log strictly before each request; serving buil
 histories stored in the model plus the live session. Sources only ever see a ``Batch``.
 """
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ KINDS = {c.VIEW: 0, c.CART: 1, c.PURCHASE: 2}
 PURCHASED = KINDS[c.PURCHASE]
 SEGMENTS = (c.COUNTRY, "demo", c.DEVICE)  # what popularity is broken down by
 UNKNOWN = "?"
+NO_PROPOSALS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
 def epoch(stamps: pd.Series) -> np.ndarray:
@@ -30,14 +32,20 @@ def epoch(stamps: pd.Series) -> np.ndarray:
     )
 
 
+AGE_BINS = np.array([0, 25, 35, 45, 55, 200])  # [0, 25), [25, 35), ... [55, 200)
+AGE_BANDS = np.array(["<25", "25-34", "35-44", "45-54", "55+"], dtype=object)
+
+
 def age_band(age: pd.Series) -> pd.Series:
-    bands = pd.cut(
-        pd.to_numeric(age, errors="coerce"),
-        bins=[0, 25, 35, 45, 55, 200],
-        right=False,
-        labels=["<25", "25-34", "35-44", "45-54", "55+"],
-    )
-    return bands.astype(object).where(bands.notna(), UNKNOWN)
+    """The age band of each age, ``?`` outside 0-199 or unknown (``pd.cut``'s bands, found by
+    binary search: a new user's request bands one age, where ``pd.cut`` costs a millisecond).
+    """
+    years = pd.to_numeric(age, errors="coerce")
+    years = np.asarray(pd.Series(years, copy=False).astype("float64"), dtype=np.float64)
+    band = np.searchsorted(AGE_BINS, years, side="right") - 1
+    inside = (years >= AGE_BINS[0]) & (years < AGE_BINS[-1])
+    bands = np.where(inside, AGE_BANDS[np.clip(band, 0, len(AGE_BANDS) - 1)], UNKNOWN)
+    return pd.Series(bands, index=age.index, dtype=object)
 
 
 def demo_segment(age: pd.Series, gender: pd.Series) -> pd.Series:
@@ -60,26 +68,102 @@ class Batch:
     history: pd.DataFrame
     bought: pd.DataFrame
     touched: pd.DataFrame | None = None  # every distinct item of the past (req, item)
+    _memo: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.requests)
 
     def chunks(self, size: int):
-        """Consecutive sub-batches of at most ``size`` requests, renumbered from 0."""
+        """Consecutive sub-batches of at most ``size`` requests, renumbered from 0 (a batch
+        that fits in one chunk is its own chunk: no copy for the service's single request)."""
+        if len(self) <= size:
+            yield 0, self
+            return
         for start in range(0, len(self), size):
             stop = min(start + size, len(self))
             yield start, self.subset(np.arange(start, stop))
 
     def subset(self, reqs: np.ndarray) -> "Batch":
-        mapping = pd.Series(np.arange(len(reqs)), index=reqs)
+        reqs = np.asarray(reqs)
+        # new number of each old request (-1: not kept)
+        renumber = np.full(len(self), -1, dtype=np.int64)
+        renumber[reqs] = np.arange(len(reqs))
 
         def pick(frame: pd.DataFrame) -> pd.DataFrame:
-            part = frame[frame[REQ].isin(reqs)].copy()
-            part[REQ] = mapping.loc[part[REQ].to_numpy()].to_numpy()
+            new = renumber[frame[REQ].to_numpy()]
+            keep = new >= 0
+            part = frame[keep].copy()
+            part[REQ] = new[keep]
             return part.reset_index(drop=True)
 
         touched = pick(self.touched) if self.touched is not None else None
         return Batch(pick(self.requests), pick(self.history), pick(self.bought), touched)
+
+    @contextmanager
+    def reusing(self):
+        """Within the block, what sources derive from the batch (user vectors, seed scores,
+        per-item aggregates) is computed once: ``recommend_batch`` proposes candidates and
+        then describes them from the same scores. Outside, nothing is kept, so a large batch
+        held by its caller does not hold them either."""
+        outer = self._memo
+        self._memo = {} if outer is None else outer
+        try:
+            yield self
+        finally:
+            self._memo = outer
+
+    def remember(self, owner: object, what: str, compute):
+        """``compute()``, once per ``owner`` and ``what`` inside ``reusing``."""
+        if self._memo is None:
+            return compute()
+        key = (id(owner), what)
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+def group_positions(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each element's position within its group (0 = first, in array order) and the size of
+    its group; ``groups`` are small non-negative integers (request numbers). The numpy form of
+    ``groupby(sort=False).cumcount()`` without building a frame."""
+    groups = np.asarray(groups, dtype=np.int64)
+    if len(groups) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    order = np.argsort(groups, kind="stable")
+    sizes = np.bincount(groups)
+    starts = np.cumsum(sizes) - sizes
+    position = np.empty(len(groups), dtype=np.int64)
+    position[order] = np.arange(len(groups)) - starts[groups[order]]
+    return position, sizes[groups]
+
+
+def pair_key(reqs: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """One int64 per (request, item), ordered as the pairs are."""
+    return np.asarray(reqs, dtype=np.int64) * (1 << 32) + np.asarray(items, dtype=np.int64)
+
+
+def first_of_each(keys: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct key, in array order
+    (``drop_duplicates()``)."""
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return first
+
+
+def last_of_each(keys: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each distinct key, in array order
+    (``drop_duplicates(keep="last")``)."""
+    _, first_reversed = np.unique(keys[::-1], return_index=True)
+    last = len(keys) - 1 - first_reversed
+    last.sort()
+    return last
+
+
+def order_by_request_and_score(reqs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Stable order by request, then score descending (NaN last), as
+    ``sort_values([req, score], ascending=[True, False], kind="stable")`` gives."""
+    return np.lexsort((-np.asarray(scores), np.asarray(reqs)))
 
 
 def event_frame(events: pd.DataFrame, catalog: Catalog, weights: EventWeights) -> pd.DataFrame:
@@ -135,34 +219,144 @@ def batch_from_events(
     ``events`` is an ``event_frame``; only events strictly before each request's instant are
     used, so a request never sees its own outcome.
     """
-    reqs = requests.reset_index(drop=True).copy()
-    reqs[REQ] = np.arange(len(reqs))
-    reqs["user"] = user_vocab.rows(reqs[c.USER_ID].astype(str))
-    past = events.merge(reqs[[REQ, c.USER_ID, TS]].rename(columns={TS: "_at"}), on=c.USER_ID)
-    past = past[past[TS] < past["_at"]]
-    past = past.sort_values([REQ, TS], kind="stable")
-    bought = past.loc[past[KIND] == PURCHASED, [REQ, ITEM]].drop_duplicates()
-    history = past.groupby(REQ, sort=False).tail(history_items)[[REQ, ITEM, TS, KIND, WEIGHT]]
-    # the request's own device/country if given, else the user's last known ones
-    last = past.groupby(REQ).tail(1).set_index(REQ)
+    columns, past = requests_with_past(requests, events, user_vocab)
+    return assemble(columns, past, [user_segments(users)], history_items)
+
+
+def request_columns(requests: pd.DataFrame) -> dict[str, object]:
+    """A request frame as a dict of its columns: the batch's request frame is built up
+    column by column and made once (assigning a column to a frame costs more than the work
+    for one request)."""
+    return {name: requests[name].array for name in requests.columns}
+
+
+def join_users(request_users: np.ndarray, row_users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inner join of requests and per-user rows (events, a stored frame) on the user, as
+    (request, row) pairs in row order: a user asked twice gets each of its rows twice. The
+    numpy form of a merge: a request of the service joins its user's few rows, a training
+    batch millions of events, by the same code."""
+    codes, uniques = pd.factorize(request_users, use_na_sentinel=False)
+    row_code = pd.Index(uniques).get_indexer(row_users)
+    mine = np.flatnonzero(row_code >= 0)
+    per_user = np.bincount(codes, minlength=len(uniques))
+    by_user = np.argsort(codes, kind="stable")
+    first = np.cumsum(per_user) - per_user
+    times = per_user[row_code[mine]]
+    rows = np.repeat(mine, times)
+    nth = np.arange(len(rows)) - np.repeat(np.cumsum(times) - times, times)
+    return by_user[np.repeat(first[row_code[mine]], times) + nth], rows
+
+
+def requests_with_past(
+    requests: pd.DataFrame | dict,
+    events: pd.DataFrame | dict[str, np.ndarray],
+    user_vocab: Vocabulary,
+    extra: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """The requests' columns with ``req`` and ``user``, and their past: every event (a frame
+    or columns) of the request's user strictly before its instant, plus ``extra`` events of
+    the request itself (``req, item, ts, kind, weight``: its live session), ordered by
+    request then instant, an event of the log before an extra one at the same instant."""
+    columns = dict(requests) if isinstance(requests, dict) else request_columns(requests)
+    n_reqs = len(columns[c.USER_ID])
+    columns[REQ] = np.arange(n_reqs)
+    user_ids = pd.Series(columns[c.USER_ID], copy=False).astype(str).to_numpy()
+    columns["user"] = user_vocab.rows(user_ids)
+    at = np.asarray(columns[TS])
+    wanted = [ITEM, TS, KIND, WEIGHT, *(x for x in (c.DEVICE, c.COUNTRY) if x in events)]
+
+    req, rows = join_users(np.asarray(columns[c.USER_ID]), np.asarray(events[c.USER_ID]))
+    before = np.asarray(events[TS])[rows] < at[req]
+    rows, req = rows[before], req[before]
+    past = {REQ: req.astype(np.int64)}
+    for name in wanted:
+        past[name] = np.asarray(events[name])[rows]
+    if extra is not None and len(extra[REQ]):  # (their kind and weight widen the types)
+        for name in (REQ, ITEM, TS, KIND, WEIGHT):
+            past[name] = np.concatenate([past[name], extra[name]])
+        for name in (c.DEVICE, c.COUNTRY):
+            if name in past:  # a session event says nothing of device or country
+                none = np.full(len(extra[REQ]), np.nan, dtype=object)
+                past[name] = np.concatenate([past[name].astype(object), none])
+    order = np.lexsort((past[TS], past[REQ]))
+    return columns, {name: values[order] for name, values in past.items()}
+
+
+def assemble(
+    columns: dict[str, object],
+    past: dict[str, np.ndarray],
+    segments: list[pd.DataFrame | dict],
+    history_items: int,
+    touched_before: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Batch:
+    """The batch of requests (``requests_with_past``) and their ordered past: the last
+    ``history_items`` events, the purchases, the items touched (after ``touched_before``,
+    requests and items known otherwise); the request's device and country where it gave
+    none are those of its user's last event; then ``segments`` fill the profile (each in
+    turn, as ``attach_segments``)."""
+    req, item = past[REQ], past[ITEM]
+    position, size = group_positions(req)
+    from_end = size - position - 1
+    keep = from_end < history_items
+    history = pd.DataFrame({name: past[name][keep] for name in (REQ, ITEM, TS, KIND, WEIGHT)})
+    bought = past[KIND] == PURCHASED
+    firsts = first_of_each(pair_key(req[bought], item[bought]))
+    bought_frame = pd.DataFrame({REQ: req[bought][firsts], ITEM: item[bought][firsts]})
+    if touched_before is not None and len(touched_before[0]):
+        req_t = np.concatenate([touched_before[0], req])
+        item_t = np.concatenate([touched_before[1], item])
+    else:
+        req_t, item_t = req, item
+    firsts = first_of_each(pair_key(req_t, item_t))
+    touched = pd.DataFrame({REQ: req_t[firsts], ITEM: item_t[firsts]})
+
+    n_reqs = len(columns[REQ])
+    last = from_end == 0
     for column in (c.DEVICE, c.COUNTRY):
-        given = reqs[column] if column in reqs else pd.Series(None, index=reqs.index)
-        known = reqs[REQ].map(last[column]) if column in last else given
-        reqs[column] = given.astype(object).where(given.notna(), known)
-    reqs = attach_segments(reqs, user_segments(users))
-    touched = past[[REQ, ITEM]].drop_duplicates().reset_index(drop=True)
-    return Batch(reqs, history.reset_index(drop=True), bought.reset_index(drop=True), touched)
+        given = columns.get(column)
+        given = np.full(n_reqs, None, dtype=object) if given is None else given
+        given = np.asarray(given, dtype=object)
+        if column in past:
+            known = np.full(n_reqs, np.nan, dtype=object)
+            known[req[last]] = past[column][last]
+        else:
+            known = given
+        columns[column] = np.where(pd.isna(given), known, given)
+    for profile in segments:
+        columns = _with_segments(columns, profile)
+    return Batch(pd.DataFrame(columns), history, bought_frame, touched)
 
 
 def attach_segments(reqs: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
     """Fill ``demo`` and ``country`` of each request (the user's profile fills a missing one)."""
-    merged = reqs.drop(columns=["demo"], errors="ignore").merge(segments, on=c.USER_ID, how="left")
-    country = merged[c.COUNTRY].astype(object)
-    merged[c.COUNTRY] = country.where(country.notna(), merged["user_country"])
-    merged = merged.drop(columns=["user_country"])
+    return pd.DataFrame(_with_segments(request_columns(reqs), segments))
+
+
+def _with_segments(columns: dict[str, object], segments) -> dict[str, object]:
+    """``attach_segments`` on a dict of columns: a left join on the user (profiles hold one
+    row per user), the profile's country where the request has none, ``?`` for the unknown."""
+    profile = pd.Index(np.asarray(segments[c.USER_ID], dtype=object))
+    if not profile.is_unique:  # not a profile table: the merge, whatever it repeats
+        frame = pd.DataFrame(columns).drop(columns=["demo"], errors="ignore")
+        merged = frame.merge(pd.DataFrame(segments), on=c.USER_ID, how="left")
+        merged = merged.sort_values(REQ)
+        columns = {name: merged[name].to_numpy() for name in merged.columns}
+    else:
+        columns = {name: values for name, values in columns.items() if name != "demo"}
+        at = profile.get_indexer(np.asarray(columns[c.USER_ID])) if len(profile) else None
+        for name in segments:
+            if name != c.USER_ID:
+                values = np.full(len(columns[REQ]), np.nan, dtype=object)
+                if at is not None:
+                    found = at >= 0
+                    values[found] = np.asarray(segments[name], dtype=object)[at[found]]
+                columns[name] = values
+    country = np.asarray(columns[c.COUNTRY], dtype=object)
+    columns[c.COUNTRY] = np.where(pd.isna(country), columns.pop("user_country"), country)
     for column in SEGMENTS:
-        merged[column] = merged[column].astype(object).where(merged[column].notna(), UNKNOWN)
-    return merged.sort_values(REQ).reset_index(drop=True)
+        values = np.asarray(columns[column], dtype=object)
+        columns[column] = np.where(pd.isna(values), UNKNOWN, values)
+    return columns
 
 
 def rows_of(sorted_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -176,6 +370,42 @@ def rows_of(sorted_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     starts = np.repeat(left - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
     return starts + np.arange(lengths.sum())
+
+
+def rows_by_request(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows_of`` for one key per request: each request's number with each of its rows, in
+    request order (the inner join of requests and a stored per-user frame sorted by user)."""
+    wanted = np.asarray(wanted, dtype=object)
+    left = np.searchsorted(sorted_keys, wanted, side="left")
+    lengths = np.searchsorted(sorted_keys, wanted, side="right") - left
+    reqs = np.repeat(np.arange(len(wanted)), lengths)
+    return reqs, np.repeat(left - np.cumsum(lengths) + lengths, lengths) + np.arange(len(reqs))
+
+
+def session_events(
+    at: np.ndarray, sessions, items: Vocabulary, weight: float
+) -> dict[str, np.ndarray] | None:
+    """Each request's live session as views (``req, item, ts, kind, weight``) in the seconds
+    before the request, oldest first; items the catalogue does not know are left out.
+    ``None`` when no request has a session."""
+    reqs, ids, ts = [], [], []
+    for req, (when, session) in enumerate(zip(at, sessions, strict=True)):
+        session = list(session) if session is not None else []
+        for i, item in enumerate(session):
+            reqs.append(req)
+            ids.append(item)
+            ts.append(float(when) - len(session) + i)
+    if not reqs:
+        return None
+    rows = items.rows(ids)
+    known = rows >= 0
+    return {
+        REQ: np.asarray(reqs, dtype=np.int64)[known],
+        ITEM: rows[known],
+        TS: np.asarray(ts, dtype=np.float64)[known],
+        KIND: np.zeros(int(known.sum()), dtype=np.int64),
+        WEIGHT: np.full(int(known.sum()), weight, dtype=np.float64),
+    }
 
 
 def availability(batch: Batch, catalog: Catalog, allow_rebuy: bool) -> "Exclusions":
@@ -230,22 +460,35 @@ class Exclusions:
         keep = items < n_items
         scores[rows[ok][keep], items[keep]] = -np.inf
 
+    def keep(self, reqs: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each (req, item) may be shown: launched by the request's instant, allowed
+        by the rules, not bought before (unless rebuys are allowed)."""
+        ok = self.created[items] <= self.ts[reqs]
+        if self.allowed is not None:
+            ok &= self.allowed[items]
+        if len(self.bought):
+            banned = pair_key(self.bought[REQ].to_numpy(), self.bought[ITEM].to_numpy())
+            ok &= ~np.isin(pair_key(reqs, items), banned)
+        return ok
+
     def filter(self, pairs: pd.DataFrame) -> pd.DataFrame:
         """Drop excluded (req, item) rows of a candidate frame."""
         if len(pairs) == 0:
             return pairs
-        launched = self.created[pairs[ITEM].to_numpy()] <= self.ts[pairs[REQ].to_numpy()]
-        pairs = pairs[launched]
-        if self.allowed is not None:
-            pairs = pairs[self.allowed[pairs[ITEM].to_numpy()]]
-        if len(self.bought):
-            key = pairs[REQ].to_numpy().astype(np.int64) * (1 << 32) + pairs[ITEM].to_numpy()
-            banned = (
-                self.bought[REQ].to_numpy().astype(np.int64) * (1 << 32)
-                + self.bought[ITEM].to_numpy()
-            )
-            pairs = pairs[~np.isin(key, banned)]
-        return pairs
+        return pairs[self.keep(pairs[REQ].to_numpy(), pairs[ITEM].to_numpy())]
+
+
+def block_scores(rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """``rows @ factors.T``, each row as BLAS computes it within a block of rows.
+
+    For a single row numpy asks BLAS for a matrix-vector product, whose sums round otherwise
+    in the last bits (enough to reorder equal scores): a request alone is computed as a block
+    of two (the second row zeros, dropped), so it is scored exactly as within a batch. (The
+    block is multiplied from the factors' side, which BLAS does without copying them.)"""
+    if len(rows) == 1:
+        pair = np.vstack([rows, np.zeros_like(rows)])
+        return np.ascontiguousarray((factors @ pair.T)[:, :1].T)
+    return rows @ factors.T
 
 
 def top_n(scores: np.ndarray, n: int, offset: int = 0) -> pd.DataFrame:
@@ -253,32 +496,67 @@ def top_n(scores: np.ndarray, n: int, offset: int = 0) -> pd.DataFrame:
     n = min(n, scores.shape[1])
     if n <= 0 or scores.size == 0:
         return pd.DataFrame({REQ: [], ITEM: [], "score": []})
+    return proposal_frame(*top_n_arrays(scores, n, offset))
+
+
+def top_n_arrays(
+    scores: np.ndarray, n: int, offset: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n`` as arrays (requests, items, scores), each row's cells in the order
+    argpartition gives them (which decides between equal scores later)."""
+    n = min(n, scores.shape[1])
+    if n <= 0 or scores.size == 0:
+        return NO_PROPOSALS
     part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    vals = np.take_along_axis(scores, part, axis=1)
+    vals = np.take_along_axis(scores, part, axis=1).ravel()
     rows = np.repeat(np.arange(len(scores)) + offset, n)
-    frame = pd.DataFrame({REQ: rows, ITEM: part.ravel(), "score": vals.ravel()})
-    return frame[np.isfinite(frame["score"].to_numpy())]
+    finite = np.isfinite(vals)
+    return rows[finite], part.ravel()[finite], vals[finite]
+
+
+def concat_proposals(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Proposals of several blocks, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        if parts
+        else NO_PROPOSALS
+    )
+
+
+def proposal_frame(reqs: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """A source's proposals as the frame ``propose`` returns: ``req, item, score``."""
+    return pd.DataFrame({REQ: reqs, ITEM: items, "score": scores})
 
 
 def top_n_sparse(matrix, n: int, offset: int = 0) -> pd.DataFrame:
     """The n largest stored values of each row of a CSR matrix, as ``req, item, score``."""
     matrix = matrix.tocsr()
-    reqs, items, vals = [], [], []
-    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
-    for row in range(matrix.shape[0]):
-        lo, hi = indptr[row], indptr[row + 1]
-        if hi == lo:
-            continue
-        d = data[lo:hi]
-        pick = np.argpartition(-d, n - 1)[:n] if hi - lo > n else np.arange(hi - lo)
-        reqs.append(np.full(len(pick), row + offset))
-        items.append(indices[lo:hi][pick])
-        vals.append(d[pick])
-    if not reqs:
+    found = top_n_rows(matrix.indptr, matrix.indices, matrix.data, n, offset)
+    if not len(found[0]):
         return pd.DataFrame({REQ: [], ITEM: [], "score": []})
-    return pd.DataFrame(
-        {REQ: np.concatenate(reqs), ITEM: np.concatenate(items), "score": np.concatenate(vals)}
-    )
+    return proposal_frame(*found)
+
+
+def top_n_rows(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int, offset: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n_sparse`` on the arrays of a CSR matrix, as arrays: a row of at most n values
+    keeps them in their stored order, a longer one its n largest in the order argpartition
+    gives."""
+    sizes = np.diff(indptr)
+    picked = np.arange(len(data))
+    long = np.flatnonzero(sizes > n)
+    if len(long):
+        pieces, done = [], 0
+        for row in long:
+            lo, hi = indptr[row], indptr[row + 1]
+            pieces += [picked[done:lo], lo + np.argpartition(-data[lo:hi], n - 1)[:n]]
+            done = hi
+        picked = np.concatenate([*pieces, picked[done:]])
+    rows = np.repeat(np.arange(len(sizes)) + offset, np.minimum(sizes, n))
+    return rows, indices[picked], data[picked]
 
 
 def seed_matrix(batch: Batch, n_items: int, recent: int, decay: float, by_weight: bool = True):
@@ -286,34 +564,58 @@ def seed_matrix(batch: Batch, n_items: int, recent: int, decay: float, by_weight
 
     The newest item weighs 1, the one before ``decay``, and so on; with ``by_weight`` a
     purchase counts more than a view. Item-to-item sources multiply this by their matrices.
+    The entries keep the history's order (the order of a sparse product's values follows it).
     """
     from scipy.sparse import csr_matrix
 
     hist = batch.history
-    last = hist.drop_duplicates([REQ, ITEM], keep="last")
-    last = last.groupby(REQ, sort=False).tail(recent)
-    age = last.groupby(REQ, sort=False).cumcount(ascending=False).to_numpy()
+    reqs, items = hist[REQ].to_numpy(), hist[ITEM].to_numpy()
+    last = last_of_each(pair_key(reqs, items))  # an item's last event only
+    position, size = group_positions(reqs[last])
+    kept = last[size - position <= recent]
+    position, size = group_positions(reqs[kept])
+    age = size - position - 1  # 0 for the newest
     w = decay ** age.astype(np.float64)
     if by_weight:
-        w = w * np.sqrt(last[WEIGHT].to_numpy(dtype=np.float64))
-    return csr_matrix(
-        (w, (last[REQ].to_numpy(), last[ITEM].to_numpy())), shape=(len(batch), n_items)
-    )
+        w = w * np.sqrt(hist[WEIGHT].to_numpy(dtype=np.float64)[kept])
+    return csr_matrix((w, (reqs[kept], items[kept])), shape=(len(batch), n_items))
 
 
 def last_item_matrix(batch: Batch, n_items: int):
     """(requests x items) with a 1 at each request's most recent item."""
     from scipy.sparse import csr_matrix
 
-    last = batch.history.groupby(REQ, sort=False).tail(1)
-    return csr_matrix(
-        (np.ones(len(last)), (last[REQ].to_numpy(), last[ITEM].to_numpy())),
-        shape=(len(batch), n_items),
-    )
+    reqs, items = last_items(batch)
+    return csr_matrix((np.ones(len(reqs)), (reqs, items)), shape=(len(batch), n_items))
+
+
+def last_items(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """Each request with a past and its most recent item (the history's last row per
+    request), in the history's order."""
+    reqs = batch.history[REQ].to_numpy()
+    position, size = group_positions(reqs)
+    last = position == size - 1
+    return reqs[last], batch.history[ITEM].to_numpy()[last]
 
 
 def gather(matrix, pairs: pd.DataFrame) -> np.ndarray:
-    """Values of a (requests x items) matrix at each (req, item) of ``pairs``."""
+    """Values of a (requests x items) matrix at each (req, item) of ``pairs``.
+
+    The stored cells are looked up by binary search on their (row, column) keys: scipy's
+    indexing scans a row whose columns are not sorted (as a product leaves them) once per
+    pair, and costs more in checks than the work for one request."""
     if len(pairs) == 0:
         return np.zeros(0)
-    return np.asarray(matrix[pairs[REQ].to_numpy(), pairs[ITEM].to_numpy()]).ravel()
+    matrix = matrix.tocsr()
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    keys = pair_key(rows, matrix.indices)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    if len(keys) > 1 and (keys[1:] == keys[:-1]).any():  # repeated cells add up: scipy's
+        return np.asarray(matrix[pairs[REQ].to_numpy(), pairs[ITEM].to_numpy()]).ravel()
+    wanted = pair_key(pairs[REQ].to_numpy(), pairs[ITEM].to_numpy())
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = keys[at] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
+    out = np.zeros(len(wanted), dtype=matrix.dtype)
+    out[found] = matrix.data[order[at[found]]]
+    return out

@@ -11,7 +11,18 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from recommender.config import AlsConfig
-from recommender.state import ITEM, REQ, TS, WEIGHT, Batch, Exclusions, top_n
+from recommender.state import (
+    ITEM,
+    REQ,
+    TS,
+    WEIGHT,
+    Batch,
+    Exclusions,
+    block_scores,
+    concat_proposals,
+    proposal_frame,
+    top_n_arrays,
+)
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
@@ -67,15 +78,20 @@ class AlsSource:
 
     def user_vectors(self, batch: Batch) -> np.ndarray:
         """Fitted vectors of known users; vectors folded in from history for the others."""
+        return batch.remember(self, "vectors", lambda: self._user_vectors(batch))
+
+    def _user_vectors(self, batch: Batch) -> np.ndarray:
         users = batch.requests["user"].to_numpy()
         vectors = np.zeros((len(batch), self.item_factors.shape[1]), dtype=np.float32)
         known = (users >= 0) & (users < len(self.user_factors))
         vectors[known] = self.user_factors[users[known]]
-        unknown = np.flatnonzero(~known)
-        if len(unknown):
-            hist = batch.history[batch.history[REQ].isin(unknown)]
-            for req, rows in hist.groupby(REQ, sort=False):
-                vectors[req] = self._fold_in(rows[ITEM].to_numpy(), rows[WEIGHT].to_numpy())
+        reqs = batch.history[REQ].to_numpy()
+        rows = np.flatnonzero(~known[reqs])  # the history of unknown users
+        if len(rows):
+            items, weights = batch.history[ITEM].to_numpy(), batch.history[WEIGHT].to_numpy()
+            rows = rows[np.argsort(reqs[rows], kind="stable")]  # by request, oldest first
+            for group in np.split(rows, np.flatnonzero(np.diff(reqs[rows])) + 1):
+                vectors[reqs[group[0]]] = self._fold_in(items[group], weights[group])
         return vectors
 
     def _fold_in(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -87,22 +103,29 @@ class AlsSource:
         return np.linalg.solve(a, b).astype(np.float32)
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        return proposal_frame(*self.proposals(batch, exclusions))
+
+    def proposals(self, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:
+        """``propose`` as arrays (requests, items, scores)."""
         n = self.config.candidates
         vectors = self.user_vectors(batch)
         has = np.abs(vectors).sum(axis=1) > 0
         parts = []
         for start in range(0, len(batch), CHUNK):
-            block = vectors[start : start + CHUNK] @ self.item_factors.T
+            block = block_scores(vectors[start : start + CHUNK], self.item_factors)
             block[~has[start : start + CHUNK]] = -np.inf
             exclusions.mask_dense(block, start)
-            parts.append(top_n(block, n, start))
-        return pd.concat(parts, ignore_index=True) if parts else top_n(np.zeros((0, 0)), 0)
+            parts.append(top_n_arrays(block, n, start))
+        return concat_proposals(parts)
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
+
+    def feature_columns(self, batch: Batch, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         vectors = self.user_vectors(batch)
         u = vectors[pairs[REQ].to_numpy()]
         v = self.item_factors[pairs[ITEM].to_numpy()]
-        return pd.DataFrame({"als_score": np.einsum("ij,ij->i", u, v)}, index=pairs.index)
+        return {"als_score": np.einsum("ij,ij->i", u, v)}
 
     def similar(self, items: np.ndarray) -> np.ndarray:
         """Item factors of ``items`` against all items (cosine), for similar-item lists."""

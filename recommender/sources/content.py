@@ -10,9 +10,23 @@ import logging
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 
 from recommender.config import ContentConfig
-from recommender.state import ITEM, REQ, Batch, Exclusions, seed_matrix, top_n
+from recommender.state import (
+    ITEM,
+    REQ,
+    Batch,
+    Exclusions,
+    block_scores,
+    concat_proposals,
+    first_of_each,
+    last_items,
+    pair_key,
+    proposal_frame,
+    seed_matrix,
+    top_n_arrays,
+)
 from recsys import columns as c
 
 logger = logging.getLogger(__name__)
@@ -83,45 +97,60 @@ class ContentSource:
             self.embeddings[rows] = self.embed(facts.iloc[rows])
 
     def profiles(self, batch: Batch) -> np.ndarray:
+        return batch.remember(self, "profiles", lambda: self._profiles(batch))
+
+    def _profiles(self, batch: Batch) -> np.ndarray:
         seeds = seed_matrix(batch, len(self.embeddings), 20, 0.8)
-        prof = np.asarray(seeds @ self.embeddings, dtype=np.float32)
+        # the seeds' own items only: scipy would first widen every embedding to float64
+        used, columns = np.unique(seeds.indices, return_inverse=True)
+        seeds = csr_matrix((seeds.data, columns, seeds.indptr), shape=(len(batch), len(used)))
+        prof = np.asarray(seeds @ self.embeddings[used], dtype=np.float32)
         return prof / (np.linalg.norm(prof, axis=1, keepdims=True) + 1e-9)
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        return proposal_frame(*self.proposals(batch, exclusions))
+
+    def proposals(self, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:
+        """``propose`` as arrays: the closest items, then the closest new ones (each item
+        once, where first found)."""
         cfg = self.config
         prof = self.profiles(batch)
         has = np.abs(prof).sum(axis=1) > 0
         created = exclusions.created[: len(self.embeddings)]
         parts = []
         for start in range(0, len(batch), CHUNK):
-            block = prof[start : start + CHUNK] @ self.embeddings.T
+            block = block_scores(prof[start : start + CHUNK], self.embeddings)
             block[~has[start : start + CHUNK]] = -np.inf
             exclusions.mask_dense(block, start)
-            parts.append(top_n(block, cfg.candidates, start))
+            parts.append(top_n_arrays(block, cfg.candidates, start))
             ts = exclusions.ts[start : start + len(block)]
             old = created[None, :] < (ts[:, None] - cfg.new_days * DAY)
             block[old] = -np.inf
-            parts.append(top_n(block, cfg.new_candidates, start))
-        found = pd.concat(parts, ignore_index=True)
-        return found.drop_duplicates([REQ, ITEM])
+            parts.append(top_n_arrays(block, cfg.new_candidates, start))
+        reqs, items, scores = concat_proposals(parts)
+        first = first_of_each(pair_key(reqs, items))
+        return reqs[first], items[first], scores[first]
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
+
+    def feature_columns(self, batch: Batch, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         prof = self.profiles(batch)
         items = self.embeddings[pairs[ITEM].to_numpy()]
-        last = batch.history.groupby(REQ, sort=False).tail(1).set_index(REQ)[ITEM]
-        last_item = pairs[REQ].map(last)
-        known = last_item.notna().to_numpy()
+        reqs = pairs[REQ].to_numpy()
+        last = np.full(len(batch), -1, dtype=np.int64)  # each request's newest item
+        with_past, newest = last_items(batch)
+        last[with_past] = newest
+        last_item = last[reqs]
+        known = last_item >= 0
         sim_last = np.full(len(pairs), np.nan, dtype=np.float32)
         if known.any():
-            lv = self.embeddings[last_item[known].astype(int).to_numpy()]
+            lv = self.embeddings[last_item[known]]
             sim_last[known] = np.einsum("ij,ij->i", lv, items[known])
-        return pd.DataFrame(
-            {
-                "content_score": np.einsum("ij,ij->i", prof[pairs[REQ].to_numpy()], items),
-                "content_last": sim_last,
-            },
-            index=pairs.index,
-        )
+        return {
+            "content_score": np.einsum("ij,ij->i", prof[reqs], items),
+            "content_last": sim_last,
+        }
 
     def similar(self, items: np.ndarray) -> np.ndarray:
         return self.embeddings[items] @ self.embeddings.T

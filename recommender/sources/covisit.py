@@ -24,15 +24,72 @@ from recommender.state import (
     Batch,
     Exclusions,
     gather,
+    group_positions,
     last_item_matrix,
+    order_by_request_and_score,
+    pair_key,
+    proposal_frame,
     seed_matrix,
-    top_n_sparse,
+    top_n_rows,
 )
 from recsys import columns as c
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
 MATRICES = ("follow", "session", "knn")
+BLEND = ("follow", "session", "knn", "follow_last")  # summed in this order
+
+
+def _blend(
+    parts: list[csr_matrix], allowed: np.ndarray | None, n_rows: int, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sum of four (requests x items) score matrices, zero where the rules forbid, as
+    CSR arrays (``indptr, items, scores``), each row's values in the order scipy's
+    ``a + b + c + d`` (then ``@ diags(allowed)``) stores them.
+
+    That order decides between equal scores (the top list takes them in it), and scipy's
+    addition orders a row differently when every row of both operands happens to be sorted:
+    a request alone could rank ties otherwise than within a batch. Here every request is
+    ordered as in a batch, whatever else is in it: a sum lists the columns the right operand
+    adds (newest first) and then the left operand's reversed; restricting reverses the row.
+    The values are the same sums, in the same order: ((a + b) + c) + d.
+    """
+    rows, cols, vals, source, position = [], [], [], [], []
+    for k, m in enumerate(parts):
+        sizes = np.diff(m.indptr)
+        row = np.repeat(np.arange(m.shape[0]), sizes)
+        rows.append(row)
+        cols.append(m.indices.astype(np.int64))
+        vals.append(m.data)
+        source.append(np.full(m.nnz, k))
+        position.append(np.arange(m.nnz) - m.indptr[row])
+    rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    source, position = np.concatenate(source), np.concatenate(position)
+    # each cell once (first found in the first operand holding it) with its sum
+    cells, first, where = np.unique(pair_key(rows, cols), return_index=True, return_inverse=True)
+    total = np.zeros(len(cells))
+    for k in range(len(parts)):  # a + b, then + c, then + d
+        mine = source == k
+        total[where[mine]] += vals[mine]
+    row, col = rows[first], cols[first]
+    first_source, place = source[first], position[first]
+    if allowed is None:
+        # sum order: d's new columns reversed, b's new reversed, a reversed, c's new
+        rank = np.array([2, 1, 3, 0])[first_source]
+        place = np.where(first_source == 2, place, -place)
+        keep = total != 0
+    else:
+        # restricted (the sum's order reversed): c's new reversed, a, b's new, d's new
+        rank = np.array([1, 2, 0, 3])[first_source]
+        place = np.where(first_source == 2, -place, place)
+        upto = np.zeros(n_items, dtype=bool)
+        upto[: min(n_items, len(allowed))] = allowed[: min(n_items, len(allowed))]
+        keep = (total != 0) & upto[col]
+    order = np.lexsort((place, rank, row))
+    order = order[keep[order]]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row[order], minlength=n_rows), out=indptr[1:])
+    return indptr, col[order].astype(parts[0].indices.dtype), total[order]
 
 
 def _prune(matrix: csr_matrix, keep: int) -> csr_matrix:
@@ -125,6 +182,11 @@ class CovisitSource:
                 self.matrices[name] = csr_matrix((m.data, (m.row, m.col)), shape=(n_items, n_items))
 
     def _scores(self, batch: Batch, n_items: int) -> dict[str, csr_matrix]:
+        """Each request's scores by each matrix (and by ``follow`` from its last item alone),
+        computed once per batch where the batch reuses them (see ``Batch.reusing``)."""
+        return batch.remember(self, "scores", lambda: self._products(batch, n_items))
+
+    def _products(self, batch: Batch, n_items: int) -> dict[str, csr_matrix]:
         cfg = self.config
         seeds = seed_matrix(batch, n_items, cfg.recent_items, cfg.decay)
         last = last_item_matrix(batch, n_items)
@@ -133,22 +195,30 @@ class CovisitSource:
         return out
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        return proposal_frame(*self.proposals(batch, exclusions))
+
+    def proposals(self, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:
+        """``propose`` as arrays: twice the candidates by the blended score, the excluded
+        dropped, the best ``candidates`` kept."""
         n_items = self.matrices["follow"].shape[0]
         scores = self._scores(batch, n_items)
-        blend = scores["follow"] + scores["session"] + scores["knn"] + scores["follow_last"]
-        blend = exclusions.restrict(blend)
-        found = top_n_sparse(blend, self.config.candidates * 2)
-        found = exclusions.filter(found)
-        found = found.sort_values(["req", "score"], ascending=[True, False], kind="stable")
-        return found.groupby("req", sort=False).head(self.config.candidates)
+        indptr, items, blend = _blend(
+            [scores[name] for name in BLEND], exclusions.allowed, len(batch), n_items
+        )
+        reqs, items, score = top_n_rows(indptr, items, blend, self.config.candidates * 2)
+        ok = exclusions.keep(reqs, items)
+        reqs, items, score = reqs[ok], items[ok], score[ok]
+        order = order_by_request_and_score(reqs, score)
+        order = order[group_positions(reqs[order])[0] < self.config.candidates]
+        return reqs[order], items[order], score[order]
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
+
+    def feature_columns(self, batch: Batch, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         n_items = self.matrices["follow"].shape[0]
         scores = self._scores(batch, n_items)
-        return pd.DataFrame(
-            {f"covisit_{name}": gather(m, pairs) for name, m in scores.items()},
-            index=pairs.index,
-        )
+        return {f"covisit_{name}": gather(m, pairs) for name, m in scores.items()}
 
     def neighbours(self, item: int) -> pd.Series:
         """Blended item-to-item scores of one item (for similar-item lists)."""

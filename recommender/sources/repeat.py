@@ -10,7 +10,20 @@ import numpy as np
 import pandas as pd
 
 from recommender.config import RepeatConfig
-from recommender.state import ITEM, KIND, PURCHASED, REQ, TS, WEIGHT, Batch, Exclusions
+from recommender.state import (
+    ITEM,
+    KIND,
+    PURCHASED,
+    REQ,
+    TS,
+    WEIGHT,
+    Batch,
+    Exclusions,
+    group_positions,
+    order_by_request_and_score,
+    pair_key,
+    proposal_frame,
+)
 from recsys import columns as c
 
 logger = logging.getLogger(__name__)
@@ -39,41 +52,89 @@ class RepeatSource:
         if extra > 0:
             self.interval = np.concatenate([self.interval, np.full(extra, np.nan, np.float32)])
 
-    def _per_pair(self, batch: Batch) -> pd.DataFrame:
+    def _per_pair(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Each (request, item) of the history, in order of first appearance: its views,
+        carts and buys, the days since its last event and its decayed weight (``score``)."""
+        return batch.remember(self, "per_pair", lambda: self._aggregate(batch))
+
+    def _aggregate(self, batch: Batch) -> dict[str, np.ndarray]:
         hist = batch.history
-        at = batch.requests.set_index(REQ)[TS]
-        h = hist.assign(
-            age=(hist[REQ].map(at).to_numpy() - hist[TS].to_numpy()) / DAY,
-            views=(hist[KIND] == 0).astype(np.float32),
-            carts=(hist[KIND] == 1).astype(np.float32),
-            buys=(hist[KIND] == 2).astype(np.float32),
-        )
-        h["recency"] = h[WEIGHT] * 0.5 ** (h["age"] / 14.0)
-        agg = h.groupby([REQ, ITEM], sort=False).agg(
-            user_item_views=("views", "sum"),
-            user_item_carts=("carts", "sum"),
-            user_item_buys=("buys", "sum"),
-            user_item_days=("age", "min"),
-            score=("recency", "sum"),
-        )
-        return agg.reset_index()
+        reqs, items = hist[REQ].to_numpy(), hist[ITEM].to_numpy()
+        kind = hist[KIND].to_numpy()
+        age = (batch.requests[TS].to_numpy()[reqs] - hist[TS].to_numpy()) / DAY
+        recency = (hist[WEIGHT].to_numpy() * 0.5 ** (age / 14.0)).astype(np.float64)
+        _, firsts, group = np.unique(pair_key(reqs, items), return_index=True, return_inverse=True)
+        # pairs numbered in order of their first row, as a group-by without sorting does
+        appearance = np.argsort(firsts)
+        number = np.empty_like(appearance)
+        number[appearance] = np.arange(len(appearance))
+        group, firsts, n = number[group.ravel()], firsts[appearance], len(firsts)
+        out = {REQ: reqs[firsts], ITEM: items[firsts]}
+        for name, k in (("user_item_views", 0), ("user_item_carts", 1), ("user_item_buys", 2)):
+            out[name] = np.bincount(group, weights=kind == k, minlength=n).astype(np.float32)
+        days = np.full(n, np.nan)
+        np.fmin.at(days, group, age)
+        out["user_item_days"] = days
+        out["score"] = _kahan_sums(group, recency, n)
+        return out
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
-        found = exclusions.filter(self._per_pair(batch))
-        found = found.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
-        return found.groupby(REQ, sort=False).head(self.config.candidates)[[REQ, ITEM, "score"]]
+        return proposal_frame(*self.proposals(batch, exclusions))
+
+    def proposals(self, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:
+        """``propose`` as arrays: the past items that may be shown, most weight first."""
+        per = self._per_pair(batch)
+        ok = exclusions.keep(per[REQ], per[ITEM])
+        reqs, items, score = per[REQ][ok], per[ITEM][ok], per["score"][ok]
+        order = order_by_request_and_score(reqs, score)
+        order = order[group_positions(reqs[order])[0] < self.config.candidates]
+        return reqs[order], items[order], score[order]
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
-        per = self._per_pair(batch).drop(columns="score")
-        out = pairs[[REQ, ITEM]].merge(per, on=[REQ, ITEM], how="left")
-        bought = batch.bought.assign(ever_bought=1.0)
-        out = out.merge(bought, on=[REQ, ITEM], how="left")
-        cols = ["user_item_views", "user_item_carts", "user_item_buys", "ever_bought"]
-        out[cols] = out[cols].fillna(0.0)
+        return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
+
+    def feature_columns(self, batch: Batch, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        per = self._per_pair(batch)
+        wanted = pair_key(pairs[REQ].to_numpy(), pairs[ITEM].to_numpy())
+        at = _positions(pair_key(per[REQ], per[ITEM]), wanted)
+        found = at >= 0
+        out = {}
+        for name in ("user_item_views", "user_item_carts", "user_item_buys", "user_item_days"):
+            values = per[name]
+            column = np.full(len(pairs), np.nan, dtype=values.dtype)
+            column[found] = values[at[found]]
+            out[name] = column
+        bought = pair_key(batch.bought[REQ].to_numpy(), batch.bought[ITEM].to_numpy())
+        out["ever_bought"] = np.isin(wanted, bought).astype(np.float64)
+        for name in ("user_item_views", "user_item_carts", "user_item_buys"):
+            out[name][~found] = 0.0
         interval = self.interval[pairs[ITEM].to_numpy()]
         out["rebuy_interval_days"] = interval
-        out["rebuy_due"] = out["user_item_days"].to_numpy() / np.where(
-            interval > 0, interval, np.nan
-        )
-        out.index = pairs.index
-        return out.drop(columns=[REQ, ITEM])
+        out["rebuy_due"] = out["user_item_days"] / np.where(interval > 0, interval, np.nan)
+        return out
+
+
+def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position of each wanted key among ``keys`` (distinct), -1 where absent."""
+    if len(keys) == 0:
+        return np.full(len(wanted), -1, dtype=np.int64)
+    order = np.argsort(keys)
+    at = np.minimum(np.searchsorted(keys, wanted, sorter=order), len(keys) - 1)
+    return np.where(keys[order[at]] == wanted, order[at], -1)
+
+
+def _kahan_sums(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per-group sums of ``values`` in array order with Kahan's compensation, exactly as
+    pandas' ``groupby().sum()`` adds them (a plain sum may differ in the last bit, and the
+    sums order the proposals). One step per value of the largest group, across all groups."""
+    sums, compensation = np.zeros(n), np.zeros(n)
+    position, size = group_positions(group)
+    for step in range(int(size.max()) if len(size) else 0):
+        at = (position == step) & ~np.isnan(values)  # (a missing value is skipped)
+        g, value = group[at], values[at]
+        y = value - compensation[g]
+        t = sums[g] + y
+        c = (t - sums[g]) - y
+        compensation[g] = np.where(c != c, 0.0, c)  # an infinite value: no compensation
+        sums[g] = t
+    return sums
