@@ -10,6 +10,31 @@ from recommender.config import RankerConfig
 logger = logging.getLogger(__name__)
 
 
+def ndcg_at_10(scores: np.ndarray, labels: np.ndarray, qid: np.ndarray) -> np.ndarray:
+    """NDCG@10 of each request with a positive (binary labels; rows grouped by request, ties
+    kept in row order, as the answering path keeps candidates in theirs)."""
+    frame = pd.DataFrame({"q": qid, "y": labels, "s": -np.asarray(scores, dtype=np.float64)})
+    rank = frame.groupby("q", sort=False)["s"].rank(method="first").to_numpy()
+    gain = np.where(rank <= 10, frame["y"].to_numpy() / np.log2(rank + 1), 0.0)
+    dcg = pd.Series(gain).groupby(qid, sort=False).sum().to_numpy()
+    n_pos = frame.groupby("q", sort=False)["y"].sum().to_numpy().clip(max=10).astype(int)
+    ideal = np.cumsum(1 / np.log2(np.arange(2, 12)))
+    return dcg[n_pos > 0] / ideal[n_pos[n_pos > 0] - 1]
+
+
+def fewest_rounds(curve: list[float], per_request: np.ndarray) -> int:
+    """The fewest boosting rounds whose validation NDCG@10 is within one standard error (of
+    the per-request values) of the curve's best.
+
+    The curve is flat and noisy, so its highest point is luck, while later rounds fit the
+    learning requests' noise: on the full shop, validation requests held out from learning
+    and early stopping had NDCG@10 0.1891 after one round and 0.1858 after the 13 that early
+    stopping had picked (paired difference significant)."""
+    error = per_request.std(ddof=1) / np.sqrt(len(per_request)) if len(per_request) > 1 else 0.0
+    floor = max(curve) - error
+    return next(i for i, value in enumerate(curve) if value >= floor)
+
+
 class Ranker:
     def __init__(self, feature_names: list[str], booster=None) -> None:
         self.feature_names = list(feature_names)
@@ -39,6 +64,8 @@ class Ranker:
             return d
 
         dtrain, dvalid = dmatrix(train), dmatrix(valid)
+        _, valid_y, valid_qid = valid
+        order = np.argsort(valid_qid, kind="stable")
         params = {
             "objective": "rank:ndcg",
             "eval_metric": ["ndcg@10", "ndcg@20"],
@@ -63,15 +90,24 @@ class Ranker:
             evals_result=evals,
             verbose_eval=False,
         )
-        self.best_iteration = int(self.booster.best_iteration)
         self.curve = {
             f"{split}_{metric}": [float(v) for v in values]
             for split, metrics in evals.items()
             for metric, values in metrics.items()
         }
+        stopped = int(self.booster.best_iteration)
+        per_request = ndcg_at_10(
+            self.booster.predict(dvalid, iteration_range=(0, stopped + 1)),
+            valid_y[order],
+            valid_qid[order],
+        )
+        self.best_iteration = fewest_rounds(
+            self.curve["validation_ndcg@10"][: stopped + 1], per_request
+        )
         logger.info(
-            "ranker: best iteration %d, validation ndcg@10 %.4f",
+            "ranker: best iteration %d (early stopping: %d), validation ndcg@10 %.4f",
             self.best_iteration,
+            stopped,
             self.curve["validation_ndcg@10"][self.best_iteration],
         )
 

@@ -12,6 +12,7 @@ from scipy.sparse import csr_matrix
 from recommender import candidates as cand
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import CovisitConfig, PopularityConfig, RepeatConfig
+from recommender.ranker import fewest_rounds, ndcg_at_10
 from recommender.sources.covisit import CovisitSource
 from recommender.sources.popularity import PopularitySource
 from recommender.sources.repeat import RepeatSource
@@ -296,6 +297,51 @@ def _popularity() -> PopularitySource:
     return source
 
 
+def _tastes(events: list[tuple[str, int, float]]) -> PopularitySource:
+    """Popularity over items 0, 1 (category A) and 2, 3 (B), fitted on ``(user, item, days
+    before the last event)`` views; users h and l are 25-34 F GB, m is 55+ M DE."""
+    frame = pd.DataFrame(events, columns=[c.USER_ID, ITEM, TS])
+    frame[TS] = T0 - frame[TS] * DAY
+    frame[WEIGHT] = np.float32(1.0)
+    users = pd.DataFrame(
+        {c.USER_ID: ["h", "l", "m"], c.AGE: [30, 30, 60], c.GENDER: ["F", "F", "M"]}
+        | {c.COUNTRY: ["GB", "GB", "DE"]}
+    )
+    source = PopularitySource(PopularityConfig())
+    source.fit(frame, user_segments(users), n_items=4, categories=np.array(["A", "A", "B", "B"]))
+    return source
+
+
+def test_segment_tastes_count_each_user_once_and_lean_on_the_age_band_and_gender() -> None:
+    # given h who viewed item 0 (A) nine times, l who viewed item 2 (B) once and m who viewed
+    # item 3 (B) once, all at one instant (no recency tilt)
+    source = _tastes([("h", 0, 0.0)] * 9 + [("l", 2, 0.0), ("m", 3, 0.0)])
+    # then the shop's category shares average the users' own: A 1/3, B 2/3; 25-34|F has one
+    # user for each, mixed with 20 users' worth of the shop, and 25-34|F|GB the same with
+    # 20 users' worth of 25-34|F (nine views of h count as one user)
+    demo_a = (1 + 20 / 3) / 22
+    joint_a = (1 + 20 * demo_a) / 22
+    # and within a category, items by their (smoothed) share of its interest
+    within = np.array([9.001 / 9.002, 0.001 / 9.002, 1.001 / 2.002, 1.001 / 2.002])
+    expected = np.array([joint_a, joint_a, 1 - joint_a, 1 - joint_a]) * within
+    np.testing.assert_allclose(source.taste("25-34|F|GB"), expected, rtol=1e-5)
+    # and a country the model has no users from falls back to the age band and gender
+    demo = np.array([demo_a, demo_a, 1 - demo_a, 1 - demo_a]) * within
+    np.testing.assert_allclose(source.taste("25-34|F|FR"), demo, rtol=1e-5)
+    # and an unknown segment to the whole shop
+    shop = np.array([1 / 3, 1 / 3, 2 / 3, 2 / 3]) * within
+    np.testing.assert_allclose(source.taste("?"), shop, rtol=1e-5)
+
+
+def test_segment_tastes_tilt_toward_categories_in_season() -> None:
+    # given h who viewed item 0 (A) 60 days before the last event and item 2 (B) at it
+    source = _tastes([("h", 0, 60.0), ("h", 2, 0.0)])
+    # then A, out of the recent window, all but vanishes from h's segment's list
+    taste = source.taste("25-34|F|GB")
+    assert taste[0] < 1e-4 * taste[2]
+    assert np.argsort(-taste, kind="stable")[0] == 2
+
+
 def test_generate_merges_sources_by_best_rank_then_number_of_sources() -> None:
     # given a popularity source (0 > 1 > 2 > 3 > 4 > 5) and the user's own past items:
     # request 0 viewed 3 a day ago, carted 5 two days ago and bought 1 three days ago;
@@ -400,3 +446,29 @@ def test_ranker_inputs_turn_strings_into_flags_and_instants_into_ages() -> None:
     assert got["product_activity__views_7d"].tolist() == [3.0, 0.0, 1.0]
     assert got["product_catalog__in_stock"].tolist() == [1.0, 0.0, 1.0]
     assert got.index.equals(stored.index)
+
+
+# ------------------------------------------------------------------------ ranker rounds
+def test_ndcg_at_10_per_request_keeps_ties_in_row_order_and_skips_requests_without_positive():
+    # given three requests: q0 with its positive second, q1 with two positives tied with a
+    # negative listed between them, q2 without a positive
+    qid = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 0])
+    scores = np.array([3.0, 2.0, 1.0, 5.0, 5.0, 5.0, 1.0, 0.0])
+    # when
+    got = ndcg_at_10(scores, labels, qid)
+    # then q0: 1/log2(3); q1: ranks 1 and 3 over the ideal ranks 1 and 2; q2 is not judged
+    ideal = 1 + 1 / np.log2(3)
+    np.testing.assert_allclose(got, [1 / np.log2(3), (1 + 1 / np.log2(4)) / ideal])
+
+
+def test_fewest_rounds_within_one_standard_error_of_the_best() -> None:
+    # given per-request values 0, 1, 0, 1 (standard error sqrt(1 / 3) / 2 = 0.289) and curves
+    # whose best round is the last, 0.7
+    per_request = np.array([0.0, 1.0, 0.0, 1.0])
+    # then the first round at 0.411 or more is kept: round 0 (0.5), or round 1 (0.45) when
+    # round 0 is further from the best (0.3)
+    assert fewest_rounds([0.5, 0.55, 0.6, 0.7], per_request) == 0
+    assert fewest_rounds([0.3, 0.45, 0.6, 0.7], per_request) == 1
+    # and without any spread to go on, the best round
+    assert fewest_rounds([0.5, 0.55, 0.6, 0.7], np.array([0.5])) == 3

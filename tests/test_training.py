@@ -309,6 +309,31 @@ def test_metrics_json_holds_the_split_and_every_model_and_segment(trained: Train
     assert metrics["registered"]["alias"] == "candidate"
 
 
+def test_cold_start_choice_judges_every_validation_request_without_a_past(
+    trained: Trained, lake_frame: pd.DataFrame
+) -> None:
+    # given the validation window's requests: each user's first session there with a cart or
+    # purchase, from its start
+    split = trained.metrics["split"]
+    start, end = (pd.Timestamp(split[k]).timestamp() for k in ("validation_start", "test_start"))
+    window = lake_frame[(lake_frame[TS] >= start) & (lake_frame[TS] < end)]
+    hits = window[window[KIND] > 0].sort_values(TS, kind="stable")
+    sessions = hits.groupby(c.USER_ID).head(1)[c.SESSION_ID]
+    at = window[window[c.SESSION_ID].isin(sessions)].groupby(c.USER_ID)[TS].min()
+    # those without any event before them
+    first_seen = lake_frame.groupby(c.USER_ID)[TS].min().reindex(at.index)
+    cold = int((first_seen >= at).sum())
+    # then the cold-start choice counted every one of them, not a sample
+    choice = trained.metrics["cold_start"]
+    assert choice["cold_requests"] == cold > 0
+    # and answers them by the order with the better NDCG@10; with fewer than 20 (the tiny
+    # shop's case) nothing tells the orders apart and the ranker's stays
+    if cold < 20:
+        assert choice == {"cold_requests": cold, "by_popularity": False}
+    else:
+        assert choice["by_popularity"] == (choice["popularity"] > choice["ranker"])
+
+
 def test_training_report_and_its_plots_are_written(trained: Trained) -> None:
     # given the trained workspace
     folder = trained.workspace.reports / "training"
@@ -383,6 +408,7 @@ def test_training_again_on_the_same_data_and_seed_gives_identical_metrics(
     assert again["candidates"] == first["candidates"]
     assert again["ranker"] == first["ranker"]
     assert again["rebuy"] == first["rebuy"]
+    assert again["cold_start"] == first["cold_start"]
 
 
 # ------------------------------------------------------------------------ registered model

@@ -107,28 +107,41 @@ def _recall(lists: pd.DataFrame, targets: pd.DataFrame) -> float:
 
 
 def cold_start_choice(
-    stop: pd.DataFrame, scores: np.ndarray, batch: Batch, requests: pd.DataFrame, model
+    model: Recommender,
+    ranker: Ranker,
+    events: pd.DataFrame,
+    past: pd.DataFrame,
+    users: pd.DataFrame,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    target_events: tuple[str, ...],
+    features,
 ) -> dict[str, float]:
-    """NDCG@10 of requests without a past, ordered by the ranker and by popularity alone
-    (held-out validation requests): the better one answers such requests."""
-    cold = ~stop[REQ].isin(batch.history[REQ].unique()).to_numpy()
-    part = stop[cold]
-    if part[REQ].nunique() < 20:
-        return {"cold_requests": float(part[REQ].nunique())}
-    out = {"cold_requests": float(part[REQ].nunique())}
-    orders = {"ranker": scores[cold], "popularity": -part["popularity_rank"].to_numpy()}
+    """NDCG@10 of every request without a past in the validation ``window``, ordered by the
+    ranker and by the popularity source alone: the better order answers such requests.
+
+    Every such request of the window, not those of the ranker's sample: new users are a small
+    share of requests and their lists rarely hit, so it takes all of them (hundreds) to tell the
+    two orders apart. The ranker learned on none of them (see ``train``)."""
+    # no more requests than events: all of them, none drawn
+    requests, targets = window_requests(events, *window, target_events, len(events), seed=0)
+    batch = batch_from_events(requests, past, users, model.users, model.config.history_items)
+    cold = ~batch.requests[REQ].isin(batch.history[REQ].unique()).to_numpy()
+    out = {"cold_requests": float(cold.sum())}
+    if cold.sum() < 20:
+        return out
+    requests = requests[cold].reset_index(drop=True)
+    targets = targets[targets[metrics.REQUEST_ID].isin(requests[metrics.REQUEST_ID])]
+    batch = batch_from_events(requests, past, users, model.users, model.config.history_items)
+    pairs = model.candidates(batch)
+    orders = {
+        "ranker": ranker.score(model.features(batch, pairs, features)),
+        "popularity": -pairs["popularity_rank"].to_numpy(),
+    }
     for name, order in orders.items():
-        ranked = part[[REQ, ITEM]].assign(score=order)
+        ranked = pairs[[REQ, ITEM]].assign(score=order)
         ranked = ranked.sort_values([REQ, "score"], ascending=[True, False], kind="stable")
         ranked = ranked.assign(rank=ranked.groupby(REQ, sort=False).cumcount() + 1)
         lists = evaluate.as_lists(model, ranked, requests)
-        wanted = part[part["label"] > 0]
-        targets = pd.DataFrame(
-            {
-                metrics.REQUEST_ID: requests[metrics.REQUEST_ID].to_numpy()[wanted[REQ].to_numpy()],
-                c.ITEM_ID: model.catalog.items.ids[wanted[ITEM].to_numpy()],
-            }
-        )
         out[name] = float(metrics.per_request(lists, targets, ks=(10,))["ndcg@10"].mean())
     return out
 
@@ -209,7 +222,10 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         rng.shuffle(reqs)
         stop_reqs = np.sort(reqs[: min(config.requests.early_stopping, len(reqs) // 4)])
         is_stop = pairs[REQ].isin(stop_reqs).to_numpy()
-        learn = pairs[~is_stop]
+        # requests without a past are left to the cold-start choice, which judges the ranker on
+        # them: it must not have learned or stopped on any
+        has_past = pairs[REQ].isin(batch.history[REQ].unique()).to_numpy()
+        learn = pairs[~is_stop & has_past]
         positive = learn.groupby(REQ)["label"].transform("max") > 0
         learn = learn[positive]
         negatives = learn[learn["label"] == 0]
@@ -217,7 +233,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             lambda g: g.sample(min(len(g), cfg.ranker.negatives_per_request), random_state=cfg.seed)
         )
         learn = pd.concat([learn[learn["label"] > 0], keep_neg]).sort_index()
-        stop = pairs[is_stop]
+        stop = pairs[is_stop & has_past]
         stop = stop[stop.groupby(REQ)["label"].transform("max") > 0]
         x_learn = model.features(batch, learn.drop(columns="label"), features)
         x_stop = model.features(batch, stop.drop(columns="label"), features)
@@ -233,7 +249,17 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             cfg.ranker,
             cfg.seed,
         )
-        cold = cold_start_choice(stop, ranker.score(x_stop), batch, requests, model)
+    with stages.stage("cold-start choice (validation)"):
+        cold = cold_start_choice(
+            model,
+            ranker,
+            events,
+            past,
+            users,
+            (split.validation_start, split.test_start),
+            config.requests.target_events,
+            features,
+        )
         cold_by_popularity = cold.get("popularity", 0.0) > cold.get("ranker", 0.0)
         logger.info(
             "requests without a past (validation): %s -> %s",
