@@ -11,7 +11,6 @@ import os
 import time
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
 from serving.schemas import (
@@ -92,7 +91,7 @@ class RecsysService:
         return self.engine.ready
 
     def _answer(self, endpoint: str, call, *args):
-        from serving.engine import RequestError
+        from serving.schemas import RequestError
 
         started = time.perf_counter()
         try:
@@ -101,7 +100,7 @@ class RecsysService:
             self.metrics["latency"].labels(endpoint, "rejected").observe(
                 time.perf_counter() - started
             )
-            raise InvalidArgument(str(exc)) from None
+            raise exc.as_validation_error(endpoint) from None
         self.metrics["latency"].labels(endpoint, "ok").observe(time.perf_counter() - started)
         if isinstance(response, RecommendResponse):
             path = "fallback" if response.fallback else "cached" if response.cached else "computed"

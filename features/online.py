@@ -70,8 +70,12 @@ class _Group:
 class OnlineReader:
     """Reads the ranker's stored features of a store; create once, use for every request."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, timeout: float | None = None) -> None:
+        """``timeout``: seconds a Redis call may take before it fails, with no retry (the
+        service's setting: a slow store must cost one short wait, then a fallback). Without
+        it, Feast's own client and its defaults are used."""
         self.store = store
+        self.timeout = timeout
         self.config = store.config
         self.provider = store._get_provider()
         views = {
@@ -102,7 +106,7 @@ class OnlineReader:
                 )
                 hset += [k for f, k in zip(names, keys, strict=True) if not f.startswith("_ts:")]
             fields[name] = hset
-        client = online._get_client(self.config.online_store)
+        client = _fail_fast_client(online, self.config.online_store, self.timeout)
         logger.info("online reads go to Redis in one pipelined round trip per request")
         columns = {name: group.columns for name, group in self.groups.items()}
         return _RedisLayout(online, self.config, client, fields, columns)
@@ -127,6 +131,15 @@ class OnlineReader:
                 values = {k: decode(v.SerializeToString()) for k, v in data.items()}
                 merged[i] = (merged[i] or {}) | {name: values.get(name) for name in names}
         return merged
+
+    def ping(self) -> bool:
+        """Whether the store answers now (Redis: a PING; other stores: assumed)."""
+        if self._redis is None:
+            return True
+        try:
+            return bool(self._redis.client.ping())
+        except Exception:
+            return False
 
     def read_session(self, user_id: str) -> SessionState | None:
         """The user's current session only: what /feedback needs to fold in a new event."""
@@ -177,6 +190,28 @@ class OnlineReader:
             affinity={cat: row for cat, row in affinity.items() if row is not None},
             missing_items=missing,
         )
+
+
+def _fail_fast_client(online, config, timeout: float | None):
+    """Feast's Redis client, or (with ``timeout``, on a single Redis) one that gives up after
+    ``timeout`` seconds without retrying: redis-py's default of three backed-off retries makes
+    a call to a stopped Redis last up to 14 s. Feast's store is given the same client, so its
+    writes (session pushes) fail as fast. Settings in the connection string win."""
+    from feast.infra.online_stores.redis import RedisType
+
+    if timeout is None or config.redis_type != RedisType.redis:
+        return online._get_client(config)
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    nodes, kwargs = online._parse_connection_string(config.connection_string)
+    kwargs.setdefault("socket_timeout", timeout)
+    kwargs.setdefault("socket_connect_timeout", timeout)
+    kwargs.setdefault("retry", Retry(NoBackoff(), 0))
+    client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+    online._client = client
+    return client
 
 
 class _RedisLayout:
@@ -240,10 +275,12 @@ class _RedisLayout:
         keys += [self.key([c.ITEM_ID], (item,)) for item in item_ids]
         keys += [self.key([c.USER_ID, c.CATEGORY], (user_id, cat)) for cat in categories]
         if self._use_script:
+            from redis.exceptions import ResponseError
+
             try:
                 return self._script(keys=keys, args=[*self._argv_head, len(item_ids)])
-            except Exception as exc:  # e.g. CROSSSLOT on a cluster: fall back for good
-                logger.warning("Redis script unavailable (%s); using a pipeline", exc)
+            except ResponseError as exc:  # e.g. CROSSSLOT on a cluster: fall back for good
+                logger.warning("Redis script refused (%s); using a pipeline", exc)
                 self._use_script = False
         pipe = self.client.pipeline(transaction=False)
         groups = ["user"] + ["item"] * len(item_ids) + ["affinity"] * len(categories)

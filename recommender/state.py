@@ -479,12 +479,14 @@ class Exclusions:
 
 
 def block_scores(rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """``rows @ factors.T``, each row as BLAS computes it within a block of rows.
+    """``rows @ factors.T``, a single row computed as a block of two.
 
-    For a single row numpy asks BLAS for a matrix-vector product, whose sums round otherwise
-    in the last bits (enough to reorder equal scores): a request alone is computed as a block
-    of two (the second row zeros, dropped), so it is scored exactly as within a batch. (The
-    block is multiplied from the factors' side, which BLAS does without copying them.)"""
+    For a single row numpy asks BLAS for a matrix-vector product, which rounds differently
+    from a block in the last bits; a block of two (the second row zeros, dropped) uses the
+    block kernel, which comes closer to a batch's values (equal to float32 rounding, not bit
+    for bit: OpenBLAS's kernels sum in an order that depends on the block's shape, so near-
+    ties may still be ordered differently between a request alone and a batch). (The block is
+    multiplied from the factors' side, which BLAS does without copying them.)"""
     if len(rows) == 1:
         pair = np.vstack([rows, np.zeros_like(rows)])
         return np.ascontiguousarray((factors @ pair.T)[:, :1].T)

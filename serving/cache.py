@@ -58,6 +58,8 @@ class RedisCache:
     @classmethod
     def connect(cls, host: str, port: int, db: int = 0, timeout: float = 0.05, **kwargs):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         client = redis.Redis(
             host=host,
@@ -65,6 +67,8 @@ class RedisCache:
             db=db,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            # no retries: redis-py's default (three, backed off) turns one timeout into seconds
+            retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
         return cls(client, **kwargs)
@@ -96,6 +100,10 @@ class RedisCache:
             self._failed("write", exc)
 
     def invalidate(self, user_id: str) -> bool:
+        """False when the entry could not be dropped (the session push that follows the
+        outage invalidates again, see ``Engine.push_pending``)."""
+        if not self.breaker.closed:
+            return False
         try:
             self.client.delete(self.prefix + user_id)
             return True
@@ -110,7 +118,14 @@ class RedisCache:
 
     @property
     def healthy(self) -> bool:
-        return self.breaker.closed
+        """Asks Redis (one PING within the timeout) unless it failed moments ago."""
+        if not self.breaker.closed:
+            return False
+        try:
+            return bool(self.client.ping())
+        except Exception as exc:
+            self._failed("ping", exc)
+            return False
 
 
 class MemoryCache:

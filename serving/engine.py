@@ -29,7 +29,14 @@ from serving import reasons
 from serving.cache import Breaker, MemoryCache, RedisCache, context_bucket, entry_key
 from serving.loader import ModelFollower
 from serving.rules import Rules, split_attributes
-from serving.schemas import FeedbackEvent, Item, RecommendRequest, RecommendResponse, SimilarRequest
+from serving.schemas import (
+    FeedbackEvent,
+    Item,
+    RecommendRequest,
+    RecommendResponse,
+    RequestError,
+    SimilarRequest,
+)
 from serving.settings import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -38,10 +45,6 @@ logger = logging.getLogger(__name__)
 STORE_ERRORS = (OSError, ConnectionError, TimeoutError, RedisError, sqlite3.Error)
 # feedback kinds in the session's terms: a click is a view of the product page
 SESSION_KIND = {"click": c.VIEW, "cart": c.CART, "purchase": c.PURCHASE}
-
-
-class RequestError(ValueError):
-    """A request that is well-formed but cannot be answered (e.g. an unknown item)."""
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Engine:
         try:
             with feast_environment(self.workspace):
                 store = open_store(self.workspace)
-                reader = OnlineReader(store)
+                reader = OnlineReader(store, timeout=self.settings.store_timeout)
             return store, reader, SessionUpdater(store, reader)
         except Exception as exc:
             logger.error("online store unavailable at start (%s): serving without it", exc)
@@ -261,14 +264,18 @@ class Engine:
         if row >= 0:
             return row
         if self.reader is None or not self.store_breaker.closed:
-            raise RequestError(f"item_id {item_id!r} is unknown (and the catalogue is unreachable)")
+            raise RequestError(
+                ("item_id",), f"item_id {item_id!r} is unknown (and the catalogue is unreachable)"
+            )
         try:
             read = self.reader.read("", [item_id], [])
         except Exception as exc:
             self._store_failed(exc)
-            raise RequestError(f"item_id {item_id!r} is unknown to the model") from None
+            raise RequestError(
+                ("item_id",), f"item_id {item_id!r} is unknown to the model"
+            ) from None
         if read.missing_items:
-            raise RequestError(f"item_id {item_id!r} is not in the catalogue")
+            raise RequestError(("item_id",), f"item_id {item_id!r} is not in the catalogue")
         product = read.items.iloc[0]
         created = product.get("created_epoch")
         new = pd.DataFrame(
@@ -427,10 +434,18 @@ class Engine:
         return {
             "model_version": loaded.version if loaded else None,
             "alias": self.settings.alias,
-            "online_store": self.reader is not None and self.store_breaker.closed,
+            "online_store": self._store_up(),
             "cache": self.cache.healthy,
             "last_error": self.follower.last_error or self.store_breaker.last_error,
         }
+
+    def _store_up(self) -> bool:
+        if self.reader is None or not self.store_breaker.closed:
+            return False
+        if self.reader.ping():
+            return True
+        self._store_failed(ConnectionError("online store did not answer a ping"))
+        return False
 
     def close(self) -> None:
         self._stop.set()

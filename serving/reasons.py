@@ -9,7 +9,7 @@ import pandas as pd
 
 from recommender.model import Recommender
 from recommender.sources.covisit import MATRICES
-from recommender.state import ITEM, REQ, TS, UNKNOWN, Batch
+from recommender.state import ITEM, KIND, REQ, TS, UNKNOWN, Batch
 from recsys import columns as c
 
 SEASONS = ("winter", "spring", "summer", "autumn")
@@ -94,12 +94,21 @@ def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]
     cats = model.catalog.facts[c.CATEGORY].to_numpy(dtype=object)
     created = model.catalog.created
     anchors = _anchors(model, np.unique(history), items)
+    mine = batch.history[batch.history[REQ] == 0]
+    bought = set(batch.bought.loc[batch.bought[REQ] == 0, ITEM].tolist())
+    carted = set(mine.loc[mine[KIND] == 1, ITEM].tolist())
     country = request.get(c.COUNTRY)
     where = f" in {country}" if isinstance(country, str) and country not in (UNKNOWN, "") else ""
     reasons = []
     for item, source, anchor in zip(items, reason_sources(ranked), anchors, strict=True):
         if source == "repeat":
-            text = "you bought this before"
+            text = (
+                "you bought this before"
+                if item in bought
+                else "you added this to your basket"
+                if item in carted
+                else "you viewed this recently"
+            )
         elif source == "covisit" and anchor >= 0:
             text = f"often bought with {ids[anchor]}"
         elif source == "content" and ts - created[item] < 30 * DAY:

@@ -12,6 +12,7 @@ import numpy as np
 
 from recommender.catalog import Catalog
 from recsys import columns as c
+from serving.schemas import RequestError
 
 logger = logging.getLogger(__name__)
 MAX_CACHED_CATEGORIES = 2_000
@@ -68,7 +69,14 @@ class Rules:
             rows = self.items.rows(exclude_item_ids)
             allowed[rows[rows >= 0]] = False
         if category:
-            allowed &= self.in_category(category)
+            wanted = self.in_category(category)
+            if not wanted.any():
+                raise RequestError(
+                    ("filters", "category"),
+                    f"category {category!r} is neither a category of the catalogue nor the "
+                    "start of one (e.g. 'Beauty' or 'Beauty > Skincare')",
+                )
+            allowed &= wanted
         if max_price is not None:
             # an item without a known price cannot be shown under a price cap
             allowed &= np.nan_to_num(self.price, nan=np.inf) <= max_price

@@ -8,12 +8,30 @@ each offending field's location and what was wrong.
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 MAX_K = 200
 MAX_LIST = 500
 MAX_EVENTS = 1_000
 FEEDBACK_TYPES = ("impression", "click", "cart", "purchase")
+
+
+class RequestError(ValueError):
+    """A well-formed request that cannot be answered (an unknown item, a category the
+    catalogue does not have): a 400 naming ``field``, in the same shape as a validation
+    error."""
+
+    def __init__(self, field: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+    def as_validation_error(self, title: str):
+        from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+        detail = InitErrorDetails(
+            type=PydanticCustomError("unanswerable", self.message), loc=self.field, input=None
+        )
+        return ValidationError.from_exception_data(title, [detail])
 
 
 class Strict(BaseModel):
@@ -54,13 +72,13 @@ class Filters(Strict):
     category: str | None = Field(
         None, min_length=1, max_length=512, description="a category or a prefix of its path"
     )
-    max_price: float | None = Field(None, gt=0)
+    max_price: StrictFloat | None = Field(None, gt=0)
     avoid_attributes: list[str] = Field(default_factory=list, max_length=100)
 
 
 class RecommendRequest(Strict):
     user_id: str = Field(..., min_length=1, max_length=256)
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=Context)
     session_item_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     filters: Filters = Field(default_factory=Filters)
@@ -68,7 +86,7 @@ class RecommendRequest(Strict):
 
 class SimilarRequest(Strict):
     item_id: str = Field(..., min_length=1, max_length=256)
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
     user_id: str | None = Field(None, min_length=1, max_length=256)
     filters: Filters = Field(default_factory=Filters)
 
@@ -80,7 +98,7 @@ class FeedbackEvent(Strict):
     event_type: Literal["impression", "click", "cart", "purchase"]
     timestamp: datetime | None = None
     session_id: str | None = Field(None, max_length=256)
-    price: float | None = Field(None, ge=0)
+    price: StrictFloat | None = Field(None, ge=0)
 
     _ts = field_validator("timestamp", mode="before")(
         classmethod(lambda cls, v: None if v is None else _instant(v))

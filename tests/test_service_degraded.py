@@ -250,15 +250,6 @@ def test_while_redis_is_down_a_new_product_is_a_4xx_saying_so(outage: Outage) ->
     assert f"item_id {NEW_PRODUCT!r} is unknown" in response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/cache.py RedisCache.connect and the Feast Redis client read by "
-    "features/online.py keep redis-py 7's default Retry(ExponentialWithJitterBackoff(1, 10), "
-    "3): every call to the stopped Redis sleeps through 3 backed-off retries (up to 14 s), so "
-    "a degraded /recommend takes 10-28 s, a /feedback 10-20 s (store_timeout=0.05 is moot), "
-    "and the first /recommend to reach the store (script, pipeline, cache) can pass "
-    "BentoML's 30 s timeout: a 504",
-)
 def test_while_redis_is_down_answers_and_acknowledgements_stay_fast(outage: Outage) -> None:
     # given Redis stopped, the answers and feedback acknowledgements above
     slowest = sorted(
@@ -271,12 +262,6 @@ def test_while_redis_is_down_answers_and_acknowledgements_stay_fast(outage: Outa
     assert slowest[0][0] <= DEGRADED_SECONDS, slowest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/engine.py Engine.health (and RedisCache.healthy) report a dependency as up "
-    "whenever its breaker is closed: RECSYS_SERVE_RETRY_SECONDS after the last failed call "
-    "/status says online_store: true, cache: true although Redis is down",
-)
 def test_while_redis_is_down_status_says_so(outage: Outage) -> None:
     # given Redis stopped, and a moment without requests
     # then /status says the online store and the cache are down, version 1 still answering

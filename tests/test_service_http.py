@@ -84,12 +84,6 @@ def test_known_user_gets_k_distinct_explained_items_and_the_repeat_is_cached(
     assert again["fallback"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/reasons.py explain(): every item the 'repeat' source proposed is explained "
-    "as 'you bought this before', also items the user only viewed (RepeatSource proposes "
-    "viewed-but-not-bought items too)",
-)
 def test_you_bought_this_before_is_only_said_of_items_the_user_bought(
     stack: ServingStack,
 ) -> None:
@@ -356,11 +350,6 @@ def test_a_body_that_is_not_json_is_a_400_saying_so(stack: ServingStack) -> None
     assert "Invalid JSON" in detail[0]["msg"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/schemas.py: the request models validate in pydantic's lax mode, so "
-    "k=true is taken as k=1 (200 with one item) instead of a 400 naming k",
-)
 def test_a_boolean_k_is_a_400(stack: ServingStack) -> None:
     # given k given as a JSON boolean
     # when it is posted
@@ -375,9 +364,23 @@ def test_similar_items_of_an_unknown_product_is_a_4xx_with_a_message(stack: Serv
     item = f"no-such-product-{uuid.uuid4().hex[:8]}"
     # when similar items are asked for
     response = stack.post("/similar_items", {"item_id": item, "k": K})
-    # then it is a 400 whose message names the field and the id
+    # then it is a 400 whose message names the field and the id, shaped as a validation error
     assert response.status_code == 400, response.text
-    assert f"item_id {item!r} is not in the catalogue" in response.text
+    detail = response.json()["detail"]
+    assert [e["loc"] for e in detail] == [["item_id"]], detail
+    assert detail[0]["msg"] == f"item_id {item!r} is not in the catalogue"
+
+
+def test_a_category_the_catalogue_does_not_have_is_a_400(stack: ServingStack) -> None:
+    # given a category filter that is no category of the catalogue nor the start of one
+    body = {"user_id": "u1", "k": K, "filters": {"category": "Beauty > No such shelf"}}
+    # when it is posted
+    response = stack.post("/recommend", body)
+    # then it is refused, naming the filter, instead of an empty list
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert [e["loc"] for e in detail] == [["filters", "category"]], detail
+    assert "'Beauty > No such shelf' is neither a category" in detail[0]["msg"]
 
 
 # ------------------------------------------------------------------------------ feedback
