@@ -165,6 +165,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_workspace(args), args.port, args.host, args.workers, args.alias)
 
 
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from serving.precompute import precompute
+
+    figures = precompute(_workspace(args), args.users, args.k, args.alias)
+    print(
+        f"cached {figures['stored']:,} lists of {args.k} items for the {figures['users']:,} "
+        f"most active users (model version {figures['model_version']}, "
+        f"{figures['skipped']:,} skipped: online store unreachable) in {figures['seconds']} s"
+    )
+    _write_json(args.json, figures)
+    return 0 if figures["skipped"] == 0 else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
@@ -187,6 +200,16 @@ def _timestamp(text: str) -> Any:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date or instant: {text!r}") from None
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -391,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--alias", help="registry alias to follow (default: production)")
+
+    p = command(
+        "precompute",
+        cmd_precompute,
+        "cache lists for the most active users ahead of their requests (nightly)",
+        "Compute each of the --users most active users' plain list (no filters, no session\n"
+        "items) with the service's own request path and keep it in the Redis cache for\n"
+        "RECSYS_SERVE_PRECOMPUTE_TTL seconds (default 26 h), under the model version behind\n"
+        "the alias. The service answers a plain request of such a user from it until their\n"
+        "next feedback. Production profile only.",
+    )
+    p.add_argument("--users", type=_positive, default=10_000, help="how many (default: 10000)")
+    p.add_argument("--k", type=_positive, default=50, help="list length kept (default: 50)")
+    p.add_argument("--alias", help="registry alias (default: the service's, production)")
+    p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
 
     p = command(
         "convert",

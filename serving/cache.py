@@ -26,6 +26,12 @@ def entry_key(model_version: str, bucket: str, params: dict) -> str:
     return f"{model_version}|{bucket}|{digest}"
 
 
+def precomputed_key(model_version: str) -> str:
+    """The field of a user's list computed ahead by ``recsys precompute``: no context, no
+    filters, no session; the longest list the job was asked for."""
+    return f"{model_version}|precomputed"
+
+
 def context_bucket(ts: float, device: str | None, country: str | None) -> str:
     """Requests within the same hour, device and country share an answer."""
     return f"{int(ts // 3600)}|{device or '-'}|{country or '-'}"
@@ -73,28 +79,35 @@ class RedisCache:
         )
         return cls(client, **kwargs)
 
-    def get(self, user_id: str, key: str) -> dict | None:
+    def get(self, user_id: str, *keys: str) -> dict | None:
+        """The first of ``keys`` held and still fresh (one round trip)."""
         if not self.breaker.closed:
             return None
         try:
-            raw = self.client.hget(self.prefix + user_id, key)
+            found = self.client.hmget(self.prefix + user_id, list(keys))
         except Exception as exc:
             self._failed("read", exc)
             return None
-        if raw is None:
-            return None
-        value = json.loads(raw)
-        if time.time() - value.get("_stored", 0) > self.ttl:
-            return None
-        return value
+        for raw in found:
+            if raw is None:
+                continue
+            value = json.loads(raw)
+            if time.time() - value.get("_stored", 0) <= value.get("_ttl", self.ttl):
+                return value
+        return None
 
-    def put(self, user_id: str, key: str, value: dict) -> None:
+    def put(self, user_id: str, key: str, value: dict, ttl: float | None = None) -> None:
+        """Store ``value``; ``ttl`` (default: the cache's) only ever lengthens the hash's
+        life, so a short-lived entry never expires a precomputed one early."""
         if not self.breaker.closed:
             return
+        ttl = self.ttl if ttl is None else ttl
+        name = self.prefix + user_id
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(self.prefix + user_id, key, json.dumps(value | {"_stored": time.time()}))
-            pipe.expire(self.prefix + user_id, int(self.ttl) + 1)
+            pipe.hset(name, key, json.dumps(value | {"_stored": time.time(), "_ttl": ttl}))
+            pipe.expire(name, int(ttl) + 1, nx=True)
+            pipe.expire(name, int(ttl) + 1, gt=True)
             pipe.execute()
         except Exception as exc:
             self._failed("write", exc)
@@ -133,20 +146,24 @@ class MemoryCache:
 
     def __init__(self, ttl: float = 300.0, max_users: int = 100_000) -> None:
         self.ttl, self.max_users = ttl, max_users
-        self._data: OrderedDict[str, dict[str, tuple[float, dict]]] = OrderedDict()
+        self._data: OrderedDict[str, dict[str, tuple[float, dict, float]]] = OrderedDict()
         self._lock = threading.Lock()
         self.breaker = Breaker(0.0)
 
-    def get(self, user_id: str, key: str) -> dict | None:
+    def get(self, user_id: str, *keys: str) -> dict | None:
         with self._lock:
-            found = self._data.get(user_id, {}).get(key)
-        if found is None or time.monotonic() - found[0] > self.ttl:
-            return None
-        return found[1]
+            held = self._data.get(user_id, {})
+            found = [held.get(key) for key in keys]
+        now = time.monotonic()
+        for entry in found:
+            if entry is not None and now - entry[0] <= entry[2]:
+                return entry[1]
+        return None
 
-    def put(self, user_id: str, key: str, value: dict) -> None:
+    def put(self, user_id: str, key: str, value: dict, ttl: float | None = None) -> None:
+        ttl = self.ttl if ttl is None else ttl
         with self._lock:
-            self._data.setdefault(user_id, {})[key] = (time.monotonic(), value)
+            self._data.setdefault(user_id, {})[key] = (time.monotonic(), value, ttl)
             self._data.move_to_end(user_id)
             while len(self._data) > self.max_users:
                 self._data.popitem(last=False)

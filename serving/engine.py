@@ -26,11 +26,19 @@ from recommender.state import ITEM, TS
 from recsys import columns as c
 from recsys.workspace import Workspace
 from serving import reasons
-from serving.cache import Breaker, MemoryCache, RedisCache, context_bucket, entry_key
+from serving.cache import (
+    Breaker,
+    MemoryCache,
+    RedisCache,
+    context_bucket,
+    entry_key,
+    precomputed_key,
+)
 from serving.loader import ModelFollower
 from serving.rules import Rules, split_attributes
 from serving.schemas import (
     FeedbackEvent,
+    Filters,
     Item,
     RecommendRequest,
     RecommendResponse,
@@ -174,20 +182,23 @@ class Engine:
         state = self.current
         request_id = uuid.uuid4().hex
         ts = (request.context.timestamp or datetime.now(UTC)).timestamp()
-        filters = request.filters
         key = entry_key(
             state.version,
             context_bucket(ts, request.context.device, request.context.country),
             {
                 "k": request.k,
-                "filters": filters.model_dump(),
+                "filters": request.filters.model_dump(),
                 "session": request.session_item_ids,
             },
         )
-        hit = self.cache.get(request.user_id, key)
-        if hit is not None:
+        # a plain request (no filters, no session items) may take the list computed ahead
+        plain = request.filters == Filters() and not request.session_item_ids
+        keys = (key, precomputed_key(state.version)) if plain else (key,)
+        hit = self.cache.get(request.user_id, *keys)
+        # (a precomputed list answers only requests for at most as many items as it holds)
+        if hit is not None and hit.get("k", request.k) >= request.k:
             response = RecommendResponse(
-                items=[Item(**item) for item in hit["items"]],
+                items=[Item(**item) for item in hit["items"][: request.k]],
                 model_version=state.version,
                 variant="production",
                 request_id=request_id,
@@ -197,6 +208,24 @@ class Engine:
             self._log(response, "recommend", request.user_id, started)
             return response
 
+        items, fallback = self._compute(state, request, ts)
+        response = RecommendResponse(
+            items=items,
+            model_version=state.version,
+            variant="production",
+            request_id=request_id,
+            fallback=fallback,
+        )
+        if fallback is None:
+            self.cache.put(request.user_id, key, {"items": [i.model_dump() for i in items]})
+        self._log(response, "recommend", request.user_id, started)
+        return response
+
+    def _compute(
+        self, state: Prepared, request: RecommendRequest, ts: float
+    ) -> tuple[list[Item], str | None]:
+        """The request path without the cache: online features, candidates under the rules,
+        ranking, reasons; the fallback says what was missing."""
         read, fallback = self._online_user(request.user_id)
         user = read.user if read is not None else {}
         session = list(request.session_item_ids)
@@ -214,6 +243,7 @@ class Engine:
                 c.GENDER: [user.get("gender")],
             }
         )
+        filters = request.filters
         avoid = [*filters.avoid_attributes, *split_attributes(user.get("avoid_attributes"))]
         allowed = state.rules.mask(
             filters.exclude_item_ids, filters.category, filters.max_price, avoid
@@ -235,18 +265,29 @@ class Engine:
             )
         if fallback is not None:
             fallback += ": ranked on the model's own data"
-        items = self._items(model, ranked, reasons.explain(model, batch, ranked))
-        response = RecommendResponse(
-            items=items,
-            model_version=state.version,
-            variant="production",
-            request_id=request_id,
-            fallback=fallback,
-        )
-        if fallback is None:
-            self.cache.put(request.user_id, key, {"items": [i.model_dump() for i in items]})
-        self._log(response, "recommend", request.user_id, started)
-        return response
+        return self._items(model, ranked, reasons.explain(model, batch, ranked)), fallback
+
+    def precompute(self, user_ids: list[str], k: int, ttl: float) -> dict[str, int]:
+        """Compute plain lists (no context, filters or session) for ``user_ids`` ahead of
+        their requests and keep them in the cache for ``ttl`` seconds; a user's feedback
+        drops theirs with the rest of their cached lists. Lists computed without the online
+        store are not kept."""
+        state = self.current
+        counts = {"stored": 0, "skipped": 0}
+        for n, user_id in enumerate(user_ids, 1):
+            request = RecommendRequest(user_id=user_id, k=k)
+            items, fallback = self._compute(state, request, time.time())
+            if fallback is None:
+                payload = {"items": [i.model_dump() for i in items], "k": k}
+                self.cache.put(user_id, precomputed_key(state.version), payload, ttl=ttl)
+                counts["stored"] += 1
+            else:
+                counts["skipped"] += 1
+            if n % 1_000 == 0 or n == len(user_ids):
+                logger.info(
+                    "precomputed %d/%d users (%d skipped)", n, len(user_ids), counts["skipped"]
+                )
+        return counts
 
     @staticmethod
     def _items(model: Recommender, ranked: pd.DataFrame, why: list[str]) -> list[Item]:

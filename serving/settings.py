@@ -23,6 +23,9 @@ class ServeConfig(FrozenModel):
     push_seconds: float = Field(1.0, gt=0, description="retry interval of pending session pushes")
     workers: int = Field(2, ge=1, le=64, description="worker processes of `recsys serve`")
     threads: int = Field(4, ge=1, le=64, description="request threads per worker")
+    precompute_ttl: float = Field(
+        26 * 3600.0, gt=0, description="seconds a list of `recsys precompute` may be served"
+    )
 
 
 def load_settings(path: str | Path | None = None) -> ServeConfig:
