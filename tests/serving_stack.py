@@ -289,14 +289,17 @@ def _service_env(home: Path, profile: str, settings: dict[str, str], bentoml_hom
     )
 
 
-def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    """``bentoml serve`` on a free port, ready when GET /readyz answers 200."""
+def start_service(
+    env: dict[str, str], log: Path, target: str = SERVICE, cwd: Path = REPO_ROOT
+) -> tuple[subprocess.Popen, str]:
+    """``bentoml serve`` of ``target`` (the service, or a built bento's tag) on a free port,
+    ready when GET /readyz answers 200."""
     port = free_port()
     bentoml = Path(sys.executable).with_name("bentoml")
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [str(bentoml), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
