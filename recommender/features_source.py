@@ -71,11 +71,21 @@ class OfflineFeatures:
     """Point-in-time values from Feast's offline store, as of each request's instant."""
 
     def __init__(self, workspace, service: str = n.RANKER_SERVICE) -> None:
+        from feast.errors import FeatureServiceNotFoundException
+
         from features.store import open_store
+        from recsys.errors import RecsysError
 
         self.workspace = workspace
         self.store = open_store(workspace)
-        self.service = self.store.get_feature_service(service)
+        try:
+            self.service = self.store.get_feature_service(service)
+        except FeatureServiceNotFoundException:
+            raise RecsysError(
+                f"feature service {service!r} is not registered in Feast project "
+                f"{self.store.project!r} ({workspace.profile} profile): run "
+                f"`recsys --profile {workspace.profile} features apply` first"
+            ) from None
         self.refs = {
             p.name: [f"{p.name}:{f.name}" for f in p.features]
             for p in self.service.feature_view_projections
