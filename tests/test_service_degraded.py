@@ -44,16 +44,6 @@ DEGRADED_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer):
     settings = {
         "RECSYS_SERVE_PUSH_SECONDS": "0.5",

@@ -22,16 +22,6 @@ KEPT = 20
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer):
     with serving_stack(tmp_path_factory, "production", redis_port=redis_server.port) as running:
         running.cli("precompute", "--users", str(USERS), "--k", str(KEPT))
