@@ -178,6 +178,42 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     return 0 if figures["skipped"] == 0 else 1
 
 
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    from registry.commands import list_stages
+
+    return list_stages(_workspace(args), args.model, args.json)
+
+
+def cmd_registry_promote(args: argparse.Namespace) -> int:
+    from registry.commands import promote
+
+    return promote(_workspace(args), args.version, args.to, args.reason, args.model, args.policy)
+
+
+def cmd_registry_rollback(args: argparse.Namespace) -> int:
+    from registry.commands import rollback
+
+    return rollback(_workspace(args), args.reason, args.model)
+
+
+def cmd_registry_history(args: argparse.Namespace) -> int:
+    from registry.commands import history
+
+    return history(_workspace(args), args.limit, args.model, args.json)
+
+
+def cmd_registry_plan(args: argparse.Namespace) -> int:
+    from registry.commands import plan
+
+    return plan(_workspace(args), args.file, args.policy, args.out)
+
+
+def cmd_registry_apply(args: argparse.Namespace) -> int:
+    from registry.commands import apply
+
+    return apply(_workspace(args), args.file, args.policy)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
@@ -429,6 +465,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive, default=50, help="list length kept (default: 50)")
     p.add_argument("--alias", help="registry alias (default: the service's, production)")
     p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+
+    p = command(
+        "registry",
+        lambda a: 2,
+        "model stages, promotion gates, audit history, desired state",
+        "The registered model's stages are MLflow aliases: candidate (just trained),\n"
+        "staging (passed the offline gates), canary (taking a share of traffic),\n"
+        "production and previous-production (the rollback target). Every transition is\n"
+        "recorded with who ($RECSYS_ACTOR, $GITHUB_ACTOR or the OS user), when, why and\n"
+        "the metrics that justified it, in the registry database's recsys_registry_audit\n"
+        "table and as model version tags. Gates: registry/policy.yaml.",
+    )
+    reg = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    model_help = "registered model (default: recsys-recommender)"
+    policy_help = "gate policy YAML (default: registry/policy.yaml)"
+    p = command(
+        "list",
+        cmd_registry_list,
+        "stages and the versions behind them",
+        "Each stage alias, the version it points to, the version's test metrics from\n"
+        "training (ndcg@10, recall@20) and its gate status; and the canary schedule.",
+        parent=reg,
+    )
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--json", metavar="FILE", help="also write the stages as JSON")
+    p = command(
+        "promote",
+        cmd_registry_promote,
+        "move a version to a stage (gated)",
+        "Move VERSION to a stage: candidate, staging, canary or production.\n"
+        "staging runs the gates of the policy file: the version and production are judged\n"
+        "on the same recent window of the lake, and the version must not be worse beyond\n"
+        "the tolerances, overall and per segment (a refusal names each failing metric,\n"
+        "exit code 1). canary and production take only versions that passed the gates\n"
+        "(judged again if production has changed since). Promoting to production moves the\n"
+        "old production to previous-production.\n\n"
+        "example: recsys registry promote 4 --to staging --reason 'weekly retrain'",
+        parent=reg,
+    )
+    p.add_argument("version", metavar="VERSION", help="model version number")
+    p.add_argument(
+        "--to", required=True, metavar="STAGE", help="candidate, staging, canary, production"
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit)")
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--policy", metavar="FILE", help=policy_help)
+    p = command(
+        "rollback",
+        cmd_registry_rollback,
+        "production back to previous-production, in one step",
+        "Point production at the previous-production version, clear previous-production\n"
+        "and revoke the rolled-back version's gate pass (it must pass staging again).\n\n"
+        "example: recsys registry rollback --reason 'conversion dropped 8% after deploy'",
+        parent=reg,
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit)")
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p = command(
+        "history",
+        cmd_registry_history,
+        "the audit of transitions, newest first",
+        "Every recorded transition: when, who, action, stage, from and to version, reason.\n"
+        "--json writes them with the metrics that justified each.",
+        parent=reg,
+    )
+    p.add_argument("--limit", type=_positive, default=20, help="how many (default: 20)")
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--json", metavar="FILE", help="also write the records as JSON")
+    p = command(
+        "plan",
+        cmd_registry_plan,
+        "compare the desired state file with the registry (gates run)",
+        "Read the desired state (production version, canary version and schedule, each\n"
+        "with a reason), compare it with the registry, run the gates for every version\n"
+        "that would move up, and print a Markdown report: metrics side by side with\n"
+        "production, per segment, verdicts. Changes nothing. Exit code 1 if a gate refuses.",
+        parent=reg,
+    )
+    p.add_argument(
+        "--file", metavar="FILE", help="desired state (default: registry/promotions.yaml)"
+    )
+    p.add_argument("--policy", metavar="FILE", help=policy_help)
+    p.add_argument("--out", metavar="FILE", help="also write the report (e.g. a PR comment)")
+    p = command(
+        "apply",
+        cmd_registry_apply,
+        "make the registry match the desired state file",
+        "Run the plan and, if every gate passes, move the aliases and set the canary\n"
+        "schedule, recording each transition. Idempotent: when the registry already\n"
+        "matches, it says so and changes nothing.",
+        parent=reg,
+    )
+    p.add_argument(
+        "--file", metavar="FILE", help="desired state (default: registry/promotions.yaml)"
+    )
+    p.add_argument("--policy", metavar="FILE", help=policy_help)
 
     p = command(
         "convert",
