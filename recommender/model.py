@@ -99,7 +99,14 @@ class Recommender:
                 source.fit(catalog.facts)
             elif name == "popularity":
                 source = PopularitySource(config.popularity)
-                source.fit(events, model.segments, n_items, catalog.facts[c.CATEGORY].to_numpy())
+                facts = catalog.facts
+                source.fit(
+                    events,
+                    model.segments,
+                    n_items,
+                    facts[c.CATEGORY].to_numpy(),
+                    facts[c.ATTRIBUTES].to_numpy() if c.ATTRIBUTES in facts else None,
+                )
             elif name == "repeat":
                 source = RepeatSource(config.repeat)
                 source.fit(events, n_items)

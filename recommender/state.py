@@ -23,6 +23,16 @@ KINDS = {c.VIEW: 0, c.CART: 1, c.PURCHASE: 2}
 PURCHASED = KINDS[c.PURCHASE]
 SEGMENTS = (c.COUNTRY, "demo", c.DEVICE)  # what popularity is broken down by
 UNKNOWN = "?"
+# a free attribute of the users table (``skin_type``) as a profile column: ``attr:skin_type``
+ATTRIBUTE_PREFIX = "attr:"
+# a user in the table who left the attribute empty: a value in its own right (no skin type
+# given says something too), unlike a user the table does not hold (``UNKNOWN``)
+NO_VALUE = "-"
+# a free column with more distinct values is an identifier or free text, not a segment
+MAX_ATTRIBUTE_VALUES = 100
+# columns of the users table that are not free attributes: ids, dates, numbers, and the
+# demographics the profile already holds as ``demo`` and ``user_country``
+PROFILE_COLUMNS = frozenset({c.USER_ID, c.SIGNUP_AT, c.AGE, c.GENDER, c.COUNTRY})
 NO_PROPOSALS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
@@ -192,8 +202,36 @@ def event_frame(events: pd.DataFrame, catalog: Catalog, weights: EventWeights) -
     return out.sort_values([c.USER_ID, TS], kind="stable").reset_index(drop=True)
 
 
+def free_attributes(users: pd.DataFrame) -> list[str]:
+    """The users table's free categorical columns (``skin_type``, ``region``, whatever a shop
+    keeps): text or true/false columns beyond the profile's own, with 2 to
+    ``MAX_ATTRIBUTE_VALUES`` distinct values. They say what a user wants before any event
+    does, so popularity learns each value's tastes (``attribute_columns``)."""
+    out = []
+    for name in users.columns:
+        column = users[name]
+        if name in PROFILE_COLUMNS or name.startswith(ATTRIBUTE_PREFIX):
+            continue
+        if not (
+            pd.api.types.is_object_dtype(column)
+            or pd.api.types.is_string_dtype(column)
+            or pd.api.types.is_bool_dtype(column)
+            or isinstance(column.dtype, pd.CategoricalDtype)
+        ):
+            continue
+        if 2 <= column.nunique(dropna=False) <= MAX_ATTRIBUTE_VALUES:
+            out.append(name)
+    return sorted(out)
+
+
+def attribute_columns(columns) -> list[str]:
+    """The profile's free-attribute columns (``attr:<name>``) among ``columns``."""
+    return [name for name in columns if str(name).startswith(ATTRIBUTE_PREFIX)]
+
+
 def user_segments(users: pd.DataFrame) -> pd.DataFrame:
-    """Per user: country and demographic segment, from the users table when there is one."""
+    """Per user: country, demographic segment and free attributes (``attr:<name>``, ``-``
+    when the user left it empty), from the users table when there is one."""
     frame = (
         pd.DataFrame({c.USER_ID: users[c.USER_ID].astype(str)})
         if c.USER_ID in users
@@ -204,6 +242,10 @@ def user_segments(users: pd.DataFrame) -> pd.DataFrame:
     country = users[c.COUNTRY] if c.COUNTRY in users else pd.Series(None, index=users.index)
     frame["demo"] = demo_segment(age, gender).to_numpy()
     frame["user_country"] = country.astype(object).to_numpy()
+    for name in free_attributes(users):
+        values = users[name].astype(object)
+        given = values.where(values.notna(), NO_VALUE).astype(str)
+        frame[ATTRIBUTE_PREFIX + name] = given.to_numpy()
     return frame
 
 
@@ -353,7 +395,7 @@ def _with_segments(columns: dict[str, object], segments) -> dict[str, object]:
                 columns[name] = values
     country = np.asarray(columns[c.COUNTRY], dtype=object)
     columns[c.COUNTRY] = np.where(pd.isna(country), columns.pop("user_country"), country)
-    for column in SEGMENTS:
+    for column in SEGMENTS:  # (a free attribute stays missing: sources read it as unknown)
         values = np.asarray(columns[column], dtype=object)
         columns[column] = np.where(pd.isna(values), UNKNOWN, values)
     return columns

@@ -14,7 +14,7 @@ from recommender.catalog import Catalog, Vocabulary
 from recommender.config import CovisitConfig, PopularityConfig, RepeatConfig
 from recommender.ranker import fewest_rounds, ndcg_at_10
 from recommender.sources.covisit import CovisitSource
-from recommender.sources.popularity import PopularitySource
+from recommender.sources.popularity import PopularitySource, top_stable
 from recommender.sources.repeat import RepeatSource
 from recommender.state import (
     ITEM,
@@ -24,6 +24,7 @@ from recommender.state import (
     WEIGHT,
     Batch,
     Exclusions,
+    attach_segments,
     top_n,
     top_n_sparse,
     user_segments,
@@ -340,6 +341,139 @@ def test_segment_tastes_tilt_toward_categories_in_season() -> None:
     taste = source.taste("25-34|F|GB")
     assert taste[0] < 1e-4 * taste[2]
     assert np.argsort(-taste, kind="stable")[0] == 2
+
+
+def test_user_segments_keep_the_free_categorical_attributes_of_the_users_table() -> None:
+    # given a users table with a skin type (one left empty), a numeric column, a column with
+    # one value only, and the contract's own columns
+    users = pd.DataFrame(
+        {
+            c.USER_ID: ["a", "b", "c"],
+            c.AGE: [30, 40, 50],
+            c.GENDER: ["F", "M", "F"],
+            c.COUNTRY: ["GB", "DE", "GB"],
+            c.SKIN_TYPE: ["dry", None, "oily"],
+            "loyalty_points": [1.0, 2.0, 3.0],
+            "newsletter": ["yes", "yes", "yes"],
+        }
+    )
+    # when the profiles are built
+    profiles = user_segments(users)
+    # then the skin type alone is a free attribute, an empty value a value of its own ("-")
+    assert list(profiles.columns) == [c.USER_ID, "demo", "user_country", "attr:skin_type"]
+    assert profiles["attr:skin_type"].tolist() == ["dry", "-", "oily"]
+    # and a request of a user the table does not hold has the attribute missing (unknown)
+    reqs = pd.DataFrame(
+        {REQ: [0, 1, 2], c.USER_ID: ["a", "b", "z"], TS: T0, c.COUNTRY: None, c.DEVICE: None}
+    )
+    attached = attach_segments(reqs, profiles)
+    assert attached["attr:skin_type"].tolist()[:2] == ["dry", "-"]
+    assert pd.isna(attached["attr:skin_type"][2])
+
+
+def _skin_tastes(attributes: list[str | None] | None = None) -> PopularitySource:
+    """Popularity over items 0, 1 (category A) and 2, 3 (B) at one instant: h (25-34 F GB,
+    dry skin) viewed item 0 twice, l (25-34 F GB, no skin type) items 0, 1 and 2, and m (55+
+    M DE, no skin type) item 3; ``attributes``: each item's attribute tokens."""
+    frame = pd.DataFrame(
+        [("h", 0), ("h", 0), ("l", 0), ("l", 1), ("l", 2), ("m", 3)], columns=[c.USER_ID, ITEM]
+    )
+    frame[TS], frame[WEIGHT] = T0, np.float32(1.0)
+    users = pd.DataFrame(
+        {c.USER_ID: ["h", "l", "m"], c.AGE: [30, 30, 60], c.GENDER: ["F", "F", "M"]}
+        | {c.COUNTRY: ["GB", "GB", "DE"], c.SKIN_TYPE: ["dry", None, None]}
+    )
+    source = PopularitySource(PopularityConfig())
+    categories = np.array(["A", "A", "B", "B"])
+    tokens = np.array(attributes, dtype=object) if attributes is not None else None
+    source.fit(frame, user_segments(users), 4, categories, tokens)
+    return source
+
+
+def test_a_free_attribute_lifts_the_categories_its_users_buy() -> None:
+    # given h (dry skin) all in A, l (no skin type) 2/3 in A, m (no skin type) all in B:
+    # the shop's category shares are A 5/9, B 4/9 (each user counts once)
+    source = _skin_tastes()
+    shop_a = 5 / 9
+    # then dry skin's shares are its one user mixed with 20 users' worth of the shop, and its
+    # lift their ratio to the shop's; no skin type ("-") has two users, A 2/3 of one
+    dry_a = (1 + 20 * shop_a) / 21
+    none_a = (2 / 3 + 20 * shop_a) / 22
+    lift = source.attribute_lift["attr:skin_type"]
+    expected_dry = [dry_a / shop_a, (1 - dry_a) / (1 - shop_a)]
+    np.testing.assert_allclose(lift["dry"], expected_dry, rtol=1e-5)
+    expected_none = [none_a / shop_a, (1 - none_a) / (1 - shop_a)]
+    np.testing.assert_allclose(lift["-"], expected_none, rtol=1e-5)
+    # and a dry-skinned user's tastes are the segment's times the lift, renormalised
+    plain = source.taste("25-34|F|GB")
+    joint_a = plain[0] / source.within[0]
+    tilted_a = (
+        joint_a * lift["dry"][0] / (joint_a * lift["dry"][0] + (1 - joint_a) * lift["dry"][1])
+    )
+    expected = np.array([tilted_a, tilted_a, 1 - tilted_a, 1 - tilted_a]) * source.within
+    got = source.taste("25-34|F|GB", {"attr:skin_type": "dry"})
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # and a value the model never saw, or an unknown one, leaves the segment's tastes
+    np.testing.assert_allclose(source.taste("25-34|F|GB", {"attr:skin_type": "?"}), plain)
+    np.testing.assert_allclose(source.taste("25-34|F|GB", {"attr:skin_type": "oily"}), plain)
+
+
+def test_items_naming_a_users_attribute_value_get_the_boost_its_users_show() -> None:
+    # given item 0 names dry skin ("skin_type:dry"): in category A everyone put 3 of 4 views
+    # on it, dry-skinned h 2 of 2
+    source = _skin_tastes(["vegan;skin_type:dry", "vegan", None, "skin_type:oily"])
+    # then dry skin's share, mixed with 20 users' worth of everyone's, over everyone's is the
+    # boost of item 0; oily skin has no users (everyone's share: no boost)
+    boost = ((2 + 20 * 0.75) / 22) / 0.75
+    within = source.within
+    # and the boosts keep category A's total
+    scale = (within[0] + within[1]) / (within[0] * boost + within[1])
+    boosts = source.token_boost["attr:skin_type"]
+    np.testing.assert_allclose(boosts["dry"], [boost * scale, scale, 1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(boosts["oily"], [1.0, 1.0, 1.0, 1.0], rtol=1e-5)
+    # and a dry-skinned user's within-category shares carry it
+    got = source.taste("25-34|F|GB", {"attr:skin_type": "dry"})
+    cats = got / (within * boosts["dry"])
+    np.testing.assert_allclose(cats[0], cats[1], rtol=1e-5)
+
+
+def test_top_stable_is_the_stable_argsort_head_without_sorting_everything() -> None:
+    # given scores with many ties, around the cut too
+    rng = np.random.default_rng(3)
+    score = rng.integers(0, 5, size=200).astype(np.float32)
+    # then every head is the stable argsort's
+    for m in (0, 1, 7, 40, 199, 200, 250):
+        expected = np.argsort(-score, kind="stable")[:m]
+        np.testing.assert_array_equal(top_stable(score, m), expected)
+
+
+def test_popularity_proposals_match_a_full_sort_per_segment_group() -> None:
+    # given popularity 0 > 1 > ... > 5 and three requests: two of one segment, one bought
+    # item 1 (rebuys excluded), and a third of another device
+    source = _popularity()
+    source.config = PopularityConfig(candidates=3, cold_candidates=4)
+    requests = pd.DataFrame(
+        {
+            REQ: [0, 1, 2],
+            c.USER_ID: ["x", "y", "z"],
+            TS: T0,
+            c.COUNTRY: "?",
+            "demo": "?",
+            c.DEVICE: ["mobile", "mobile", "desktop"],
+        }
+    )
+    history = pd.DataFrame({REQ: [0], ITEM: [1], TS: [T0 - 1], KIND: [2], WEIGHT: [5.0]})
+    batch = Batch(requests, history, pd.DataFrame({REQ: [0], ITEM: [1]}))
+    exclusions = Exclusions(batch, _catalog({str(i): None for i in range(6)}), False)
+    # when they are proposed
+    reqs, items, scores = source.proposals(batch, exclusions)
+    # then request 0 (a past: 3 candidates) gets 0, 2, 3 and the cold ones 4 each, in order
+    assert reqs.tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert items.tolist() == [0, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]
+    # with the scores of the full blend
+    blend = source._blend(requests.iloc[0])
+    np.testing.assert_allclose(scores[:3], blend[[0, 2, 3]], rtol=1e-6)
+    assert (np.diff(scores[3:7]) < 0).all()
 
 
 def test_generate_merges_sources_by_best_rank_then_number_of_sources() -> None:
