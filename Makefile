@@ -2,12 +2,16 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install services demo test lint bench clean
+.PHONY: install tools services demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	bash scripts/bootstrap.sh
 
 install: $(VENV)/.installed
+
+# helm for the deployment checks (tests/test_deploy.py); idempotent
+tools:
+	bash scripts/tools.sh
 
 services:
 	bash scripts/services.sh
@@ -15,7 +19,7 @@ services:
 demo: install
 	$(BIN)/recsys demo
 
-test: install services
+test: install tools services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -26,4 +30,4 @@ bench: install
 	$(BIN)/python benchmarks/generate_ingest.py --scale full
 
 clean:
-	rm -rf $(VENV) .recsys .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .recsys .pytest_cache .ruff_cache
