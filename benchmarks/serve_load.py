@@ -89,6 +89,9 @@ def main() -> None:
         "--modes", default="uncached,cached", help="load phases to run (uncached,cached)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="serve without BentoML's access log"
+    )
     args = parser.parse_args()
 
     workspace = Workspace(Path(args.home).resolve(), args.profile)
@@ -98,6 +101,8 @@ def main() -> None:
             "RECSYS_SERVE_RELOAD_SECONDS": "2",
         }
     )
+    if args.no_access_log:
+        os.environ["RECSYS_SERVE_ACCESS_LOG"] = "0"
     log = workspace.home / "serving" / "benchmark-service.log"
     process = start_background(workspace, args.port, log, workers=args.workers)
     url = f"http://127.0.0.1:{args.port}"

@@ -72,11 +72,20 @@ def _metrics():
     }
 
 
+def access_log() -> bool:
+    """Whether BentoML logs each request (``RECSYS_SERVE_ACCESS_LOG``, on unless ``0``,
+    ``false``, ``no`` or ``off``): the line is formatted and written on the worker's CPU for
+    every request, and Prometheus' metrics already count the requests and their latency."""
+    value = os.environ.get("RECSYS_SERVE_ACCESS_LOG", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
 @bentoml.service(
     name="recsys",
     workers=int(os.environ.get("RECSYS_SERVE_WORKERS", "1")),
     threads=int(os.environ.get("RECSYS_SERVE_THREADS", "4")),
     traffic={"timeout": 30},
+    logging={"access": {"enabled": access_log()}},
 )
 class RecsysService:
     def __init__(self) -> None:

@@ -13,13 +13,16 @@ store as the single source of truth but reads it in bulk:
 """
 
 import logging
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore, FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.value_type import ValueType
 
 from features import names as n
 from features.session import SESSION_FIELDS, SessionState
@@ -32,6 +35,30 @@ USER_VIEWS = (n.USER_ACTIVITY, n.USER_PROFILE, n.SESSION)
 ITEM_VIEWS = (n.PRODUCT_ACTIVITY, n.PRODUCT_CATALOG)
 AFFINITY_VIEWS = (n.USER_CATEGORY,)
 KEY_CACHE_SIZE = 200_000
+FEW_PRODUCTS = 64  # up to this many products, values are decoded one by one
+KEY_VERSION = 3  # Feast's entity key serialisation that ``entity_key_bytes`` writes
+AFFINITY_KEYS = [c.USER_ID, c.CATEGORY]
+_UINT32 = struct.Struct("<I")
+_STRING_TYPE = _UINT32.pack(ValueType.STRING.value)
+
+
+def _string_part(value: str) -> bytes:
+    """A string value as Feast's key writes it: its type, its length, its UTF-8 bytes."""
+    encoded = value.encode("utf8")
+    return _STRING_TYPE + _UINT32.pack(len(encoded)) + encoded
+
+
+def entity_key_bytes(join_keys: list[str], values: tuple[str, ...], project: bytes) -> bytes:
+    """Feast's Redis key of an entity of string values (``serialize_entity_key``, version 3,
+    then the project's name), built directly: Feast's builds a protobuf message first,
+    about 10 us a key, and a request asks for a hundred user-category keys."""
+    pairs = sorted(zip(join_keys, values, strict=True)) if len(join_keys) > 1 else None
+    keys, vals = (join_keys, values) if pairs is None else zip(*pairs, strict=True)
+    out = [_UINT32.pack(len(join_keys))]
+    out += (_string_part(key) for key in keys)
+    out += (_string_part(value) for value in vals)
+    out.append(project)
+    return b"".join(out)
 
 
 def _session(user: dict[str, object]) -> SessionState | None:
@@ -88,6 +115,7 @@ class OnlineReader:
             "affinity": _Group([views[v] for v in AFFINITY_VIEWS]),
         }
         self._redis = self._redis_layout()
+        self._no_items: pd.DataFrame | None = None
 
     def _redis_layout(self):
         from feast.infra.online_stores.redis import RedisOnlineStore
@@ -149,6 +177,45 @@ class OnlineReader:
             user = self._read("user", [c.USER_ID], [(user_id,)])[0]
         return _session(user or {})
 
+    def read_user(self, user_id: str) -> OnlineRead:
+        """The user's values alone (``read`` of no products and no categories), with an
+        empty frame of products made once: a frame costs more than the read."""
+        if self._redis is None:
+            return self.read(user_id, [], [])
+        user, _, _, _ = self.read_columns(user_id, [], [])
+        if self._no_items is None:
+            self._no_items = pd.DataFrame(
+                {c.ITEM_ID: [], **{name: [] for name in self.groups["item"].columns}}
+            )
+        return OnlineRead(user=user, items=self._no_items)
+
+    def read_columns(
+        self, user_id: str, item_ids: list[str], categories: list[str]
+    ) -> tuple[dict[str, object], dict[str, list], set[str], dict[str, dict[str, object]]]:
+        """``read`` without its frame of products (the request path's form): the user's
+        values, each product feature as a list of Python values, the products the store does
+        not hold, and the affinities that exist. A number the product lacks is ``None`` or
+        NaN (decoded one by one or as a column), which ``OnlineFeatures`` types alike."""
+        if self._redis is None:
+            read = self.read(user_id, item_ids, categories)
+            names = self.groups["item"].columns if item_ids else []
+            columns = {name: read.items[name].to_numpy(dtype=object).tolist() for name in names}
+            return read.user, columns, set(read.missing_items), read.affinity
+        by_value = len(item_ids) <= FEW_PRODUCTS
+        user, (items, found), affinity = self._redis.read(user_id, item_ids, categories, by_value)
+        columns = {
+            name: values.tolist() if isinstance(values, np.ndarray) else list(values)
+            for name, values in items.items()
+        }
+        absent = {item for item, ok in zip(item_ids, found, strict=True) if not ok}
+        user_values = user or {}
+        return (
+            {name: user_values.get(name) for name in self.groups["user"].columns},
+            columns,
+            absent,
+            {cat: row for cat, row in (affinity or {}).items() if row is not None},
+        )
+
     def read(
         self, user_id: str, item_ids: list[str], categories: list[str] | None = None
     ) -> OnlineRead:
@@ -190,6 +257,10 @@ class OnlineReader:
             affinity={cat: row for cat, row in affinity.items() if row is not None},
             missing_items=missing,
         )
+
+
+def _decode_values(values: tuple[bytes | None, ...]) -> list:
+    return [decode(v) for v in values]
 
 
 def _fail_fast_client(online, config, timeout: float | None):
@@ -255,25 +326,55 @@ class _RedisLayout:
         ]
         self._script = client.register_script(self.SCRIPT)
         self._use_script = True
+        self._project = config.project.encode("utf-8")
+        self._direct_keys = config.entity_key_serialization_version == KEY_VERSION
+        # (Feast sorts the join keys: the category's value comes before the user's)
+        assert sorted(AFFINITY_KEYS) == [c.CATEGORY, c.USER_ID]
+        self._affinity_head = entity_key_bytes(AFFINITY_KEYS, ("", ""), b"")[: -2 * 8]
+        self._category_parts: dict[str, bytes] = {}
 
     def key(self, join_keys: list[str], values: tuple[str, ...]) -> bytes:
-        """The entity's Redis key, computed by Feast's store once and then remembered."""
+        """The entity's Redis key, computed once and then remembered (products and users
+        come back request after request)."""
         cache_key = (*join_keys, *values)
         found = self._keys.get(cache_key)
         if found is None:
-            entity = EntityKey(
-                join_keys=join_keys, entity_values=[Value(string_val=v) for v in values]
-            )
-            found = self.online._generate_redis_keys_for_entities(self.config, [entity])[0]
+            found = self._entity_key(join_keys, values)
             self._keys[cache_key] = found
             if len(self._keys) > KEY_CACHE_SIZE:
                 self._keys.popitem(last=False)
         return found
 
+    def _entity_key(self, join_keys: list[str], values: tuple[str, ...]) -> bytes:
+        """Feast's key bytes: directly where Feast's serialisation is the one written out
+        (version 3), else from Feast's own store."""
+        if self._direct_keys:
+            return entity_key_bytes(join_keys, values, self._project)
+        entity = EntityKey(join_keys=join_keys, entity_values=[Value(string_val=v) for v in values])
+        return self.online._generate_redis_keys_for_entities(self.config, [entity])[0]
+
+    def affinity_keys(self, user_id: str, categories: list[str]) -> list[bytes]:
+        """The user-category keys, not remembered (a user's affinities are read once per
+        request and would push the products' keys out of the cache), but made of parts that
+        are: the keys' head, each category's part, then the user's part and the project."""
+        if not self._direct_keys:
+            return [self.key(AFFINITY_KEYS, (user_id, cat)) for cat in categories]
+        user_part = _string_part(user_id) + self._project
+        parts = self._category_parts
+        keys = []
+        for cat in categories:
+            part = parts.get(cat)
+            if part is None:
+                part = parts[cat] = _string_part(cat)
+            keys.append(self._affinity_head + part + user_part)
+        if len(parts) > KEY_CACHE_SIZE:
+            parts.clear()
+        return keys
+
     def _fetch(self, user_id: str, item_ids: list[str], categories: list[str]) -> list:
         keys = [self.key([c.USER_ID], (user_id,))]
         keys += [self.key([c.ITEM_ID], (item,)) for item in item_ids]
-        keys += [self.key([c.USER_ID, c.CATEGORY], (user_id, cat)) for cat in categories]
+        keys += self.affinity_keys(user_id, categories)
         if self._use_script:
             from redis.exceptions import ResponseError
 
@@ -293,14 +394,18 @@ class _RedisLayout:
             return None
         return {name: decode(v) for name, v in zip(self.columns[group], values, strict=True)}
 
-    def read(self, user_id: str, item_ids: list[str], categories: list[str] | None):
+    def read(self, user_id: str, item_ids: list[str], categories: list[str] | None, by_value=False):
+        """``by_value``: decode the products' values one by one (Python values, ``None``
+        where absent) rather than as columns (numpy arrays of numbers, NaN where absent):
+        for a few products, the column decoder's fixed cost is the larger."""
         answers = self._fetch(user_id, item_ids, categories or [])
         user = self._row(answers[0], "user")
         rows = answers[1 : 1 + len(item_ids)]
         found = [any(row) for row in rows]
         names = self.columns["item"]
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        items = {name: decode_column(col) for name, col in zip(names, columns, strict=True)}
+        decoder = _decode_values if by_value else decode_column
+        items = {name: decoder(col) for name, col in zip(names, columns, strict=True)}
         affinity = None
         if categories is not None:
             affinity = {

@@ -32,6 +32,10 @@ DAY = 86_400
 USER_VIEWS = (n.USER_ACTIVITY, n.USER_PROFILE, n.SESSION)
 ITEM_VIEWS = (n.PRODUCT_ACTIVITY, n.PRODUCT_CATALOG)
 AFFINITY_VIEWS = (n.USER_CATEGORY,)
+NO_AFFINITY: dict[str, object] = {}
+NONE = type(None)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EXACT = 2**53  # whole numbers below this are exact as floats
 
 
 def _stamp(seconds: np.ndarray) -> pd.DatetimeIndex:
@@ -198,12 +202,29 @@ def _context(columns) -> dict[str, np.ndarray]:
     return {f"{n.REQUEST_CONTEXT}__{name}": values for name, values in context.items()}
 
 
+def stored_columns(
+    feature_source, batch: Batch, pairs: pd.DataFrame, catalog: Catalog
+) -> pd.DataFrame | dict[str, np.ndarray]:
+    """The source's stored features of the pairs: as columns where it gives them (the
+    service's sources), else its frame."""
+    fetch_columns = getattr(feature_source, "fetch_columns", None)
+    if fetch_columns is not None:
+        return fetch_columns(batch, pairs, catalog)
+    return feature_source.fetch(batch, pairs, catalog)
+
+
 class NoFeatures:
     """No store at hand: only the request's own data; the ranker treats the rest as missing."""
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
-        columns = _with_context(_pair_columns(batch, pairs, catalog))
-        return pd.DataFrame(columns, index=pairs.index, copy=False)
+        return pd.DataFrame(
+            self.fetch_columns(batch, pairs, catalog), index=pairs.index, copy=False
+        )
+
+    def fetch_columns(
+        self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog
+    ) -> dict[str, np.ndarray]:
+        return _with_context(_pair_columns(batch, pairs, catalog))
 
 
 class OnlineFeatures:
@@ -257,23 +278,31 @@ class OnlineFeatures:
         return held, list(dict.fromkeys(missing))
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+        # (the columns are this call's own arrays: the frame takes them without a copy)
+        return pd.DataFrame(
+            self.fetch_columns(batch, pairs, catalog), index=pairs.index, copy=False
+        )
+
+    def fetch_columns(
+        self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog
+    ) -> dict[str, np.ndarray]:
+        """``fetch`` as columns (the service's path: the model makes one frame of them)."""
         rows = _pair_columns(batch, pairs, catalog)
-        if len(pairs) == 0:
-            return pd.DataFrame(rows, index=pairs.index)
-        user_ids = batch.requests[c.USER_ID].astype(str).to_numpy()
-        if len(user_ids) != 1:
+        if len(rows[c.ITEM_ID]) == 0:
+            return rows
+        user_ids = rows[c.USER_ID]
+        if len(batch) != 1:
             raise ValueError("the online store answers one request at a time")
         item_ids = rows[c.ITEM_ID]
-        held, missing = self._cached_items(item_ids)
+        codes, distinct = pd.factorize(item_ids)
+        held, missing = self._cached_items(distinct)
         categories = sorted({x for x in rows[c.CATEGORY] if x})
-        read = self.reader.read(user_ids[0], missing, categories)
+        user, fresh, absent, affinity = self._read(user_ids[0], missing, categories)
         now = self._clock()
         names = [name for name, _ in self.item_columns]
         if missing:
-            fresh = read.items
-            values = [fresh[name].to_numpy(dtype=object) for name in names]
+            values = [fresh[name] for name in names]
             found = list(zip(*values, strict=True)) if names else [()] * len(missing)
-            absent = set(read.missing_items)
             for item, row in zip(missing, found, strict=True):
                 row = row if item not in absent else None
                 held[item] = row
@@ -282,26 +311,56 @@ class OnlineFeatures:
             self._items.clear()
         # each distinct product, user value and category is converted once, then spread
         # over the candidates (a number column's type is that of its distinct values)
-        codes, distinct = pd.factorize(item_ids)
         empty = (None,) * len(names)
         table = [held[item] or empty for item in distinct]
         columns = list(zip(*table, strict=True)) if table else [() for _ in names]
         out = {
-            full: self._typed(full, np.asarray(col, dtype=object))[codes]
+            full: self._typed(full, col)[codes]
             for (_, full), col in zip(self.item_columns, columns, strict=True)
         }
-        self.last_user = read.user
+        self.last_user = user
         for name, full in self.user_columns.items():
-            value = np.full(1, read.user.get(name), dtype=object)
-            out[full] = np.repeat(self._typed(full, value), len(item_ids))
+            out[full] = np.repeat(self._typed(full, (user.get(name),)), len(item_ids))
         cat_codes, cats = pd.factorize(rows[c.CATEGORY])
         for name, full in self.affinity_columns:
-            values = np.array([read.affinity.get(cat, {}).get(name) for cat in cats], dtype=object)
+            values = [affinity.get(cat, NO_AFFINITY).get(name) for cat in cats]
             out[full] = self._typed(full, values)[cat_codes]
         rows.update(out)
-        # (the columns are this call's own arrays: the frame takes them without a copy)
-        return pd.DataFrame(_with_context(rows), index=pairs.index, copy=False)
+        return _with_context(rows)
 
-    def _typed(self, column: str, values: np.ndarray) -> np.ndarray:
+    def _read(
+        self, user_id: str, item_ids: list[str], categories: list[str]
+    ) -> tuple[dict, dict[str, object], set[str], dict[str, dict]]:
+        """The user's values, the products' columns (each a sequence of values), the products
+        the store does not hold, and the affinities: from the reader's columns where it
+        gives them (no frame of the products to build and take apart)."""
+        read_columns = getattr(self.reader, "read_columns", None)
+        if read_columns is not None:
+            return read_columns(user_id, item_ids, categories)
+        read = self.reader.read(user_id, item_ids, categories)
+        names = [name for name, _ in self.item_columns] if item_ids else []
+        fresh = {name: read.items[name].to_numpy(dtype=object) for name in names}
+        return read.user, fresh, set(read.missing_items), read.affinity
+
+    def _typed(self, column: str, values) -> np.ndarray:
         """A numeric feature's values as numbers (NaN where missing), others as they are."""
-        return pd.to_numeric(values, errors="coerce") if column in self.numeric else values
+        if column in self.numeric:
+            return numeric(values)
+        return np.asarray(values, dtype=object)
+
+
+def numeric(values) -> np.ndarray:
+    """``pd.to_numeric(values, errors="coerce")`` of a sequence of Python values, the same
+    array of the same type, made directly where the values are plain floats, ints and
+    ``None`` (a request converts some sixty short columns: pandas' checks would cost more
+    than the work)."""
+    kinds = set(map(type, values))
+    if not kinds:  # (no values: pandas' type of nothing)
+        return pd.to_numeric(np.asarray(values, dtype=object), errors="coerce")
+    if kinds <= {float, NONE}:  # (all missing: float NaN, as pandas gives)
+        return np.array(values, dtype=np.float64)
+    if kinds == {int} and min(values) >= INT64_MIN and max(values) <= INT64_MAX:
+        return np.array(values, dtype=np.int64)
+    if kinds <= {float, int, NONE} and all(abs(v) < EXACT for v in values if type(v) is int):
+        return np.array(values, dtype=np.float64)
+    return pd.to_numeric(np.asarray(values, dtype=object), errors="coerce")

@@ -16,6 +16,7 @@ import pandas as pd
 from recommender import candidates as cand
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import ModelConfig
+from recommender.features_source import stored_columns
 from recommender.ranker import Ranker
 from recommender.sources.als import AlsSource
 from recommender.sources.content import ContentSource
@@ -42,7 +43,7 @@ from recommender.state import (
     session_events,
     user_segments,
 )
-from recommender.stored import ranker_input_columns
+from recommender.stored import ranker_frame, ranker_input_columns
 from recsys import columns as c
 
 logger = logging.getLogger(__name__)
@@ -232,12 +233,17 @@ class Recommender:
             limit or self.config.candidates,
         )
 
-    def features(self, batch: Batch, pairs: pd.DataFrame, feature_source) -> pd.DataFrame:
-        """Source features and stored features of each candidate, row-aligned with pairs."""
+    def features(
+        self, batch: Batch, pairs: pd.DataFrame, feature_source, only: list[str] | None = None
+    ) -> pd.DataFrame:
+        """Source features and stored features of each candidate, row-aligned with pairs;
+        ``only``: just these columns, as the ranker takes them (one float32 block)."""
         columns = cand.describe_columns(self.sources, batch, pairs)
-        stored = feature_source.fetch(batch, pairs, self.catalog)
-        item_ids = pd.Series(self.catalog.items.ids[pairs[ITEM].to_numpy()], index=pairs.index)
+        stored = stored_columns(feature_source, batch, pairs, self.catalog)
+        item_ids = self.catalog.items.ids[pairs[ITEM].to_numpy()]
         columns.update(ranker_input_columns(stored, item_ids))
+        if only is not None:
+            return ranker_frame(columns, only, pairs.index)
         return pd.DataFrame(columns, index=pairs.index)
 
     def recommend_batch(
@@ -261,7 +267,8 @@ class Recommender:
                 rank_cols = [col for col in pairs.columns if col.endswith("_rank")]
                 reqs = pairs[REQ].to_numpy()
                 if self.ranker is not None and sources is None and len(pairs):
-                    scores = self.ranker.score(self.features(part, pairs, feature_source))
+                    names = self.ranker.feature_names
+                    scores = self.ranker.score(self.features(part, pairs, feature_source, names))
                     if self.cold_by_popularity and "popularity_rank" in pairs:
                         has_past = np.zeros(len(part), dtype=bool)
                         has_past[part.history[REQ].to_numpy()] = True

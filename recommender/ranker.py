@@ -119,14 +119,14 @@ class Ranker:
         )
 
     def score(self, features: pd.DataFrame) -> np.ndarray:
-        import xgboost as xgb
-
         if len(features) == 0:
             return np.zeros(0, dtype=np.float32)
-        d = xgb.DMatrix(self.matrix(features))
-        d.feature_names = self.booster.feature_names
+        # in place: no DMatrix for a request's few hundred rows (the matrix's columns are the
+        # booster's, in its order; missing values are NaN as in training)
         limit = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
-        return self.booster.predict(d, iteration_range=limit)
+        return self.booster.inplace_predict(
+            self.matrix(features), iteration_range=limit, validate_features=False
+        )
 
     def importance(self) -> pd.Series:
         gain = self.booster.get_score(importance_type="total_gain")

@@ -546,16 +546,52 @@ def top_n(scores: np.ndarray, n: int, offset: int = 0) -> pd.DataFrame:
 def top_n_arrays(
     scores: np.ndarray, n: int, offset: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``top_n`` as arrays (requests, items, scores), each row's cells in the order
-    argpartition gives them (which decides between equal scores later)."""
+    """``top_n`` as arrays (requests, items, scores), each row's cells best first, equal
+    scores by item (so a request alone and within a batch break ties alike: argpartition
+    alone would keep and order equal cells by the rest of the row)."""
     n = min(n, scores.shape[1])
     if n <= 0 or scores.size == 0:
         return NO_PROPOSALS
     part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    vals = np.take_along_axis(scores, part, axis=1).ravel()
+    vals = np.take_along_axis(scores, part, axis=1)
+    kth = vals.min(axis=1)
+    # cells equal to a row's n-th best beyond those argpartition kept: keep the lowest items
+    ties = (scores == kth[:, None]).sum(axis=1) > (vals == kth[:, None]).sum(axis=1)
+    ties &= np.isfinite(kth)  # (with fewer than n finite cells, every finite one is kept)
+    if ties.any():
+        for row in np.flatnonzero(ties):
+            line = scores[row]
+            above = np.flatnonzero(line > kth[row])
+            equal = np.flatnonzero(line == kth[row])[: n - len(above)]
+            part[row] = np.concatenate([above, equal])
+        vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1).ravel()
     rows = np.repeat(np.arange(len(scores)) + offset, n)
     finite = np.isfinite(vals)
     return rows[finite], part.ravel()[finite], vals[finite]
+
+
+class DistinctRows:
+    """A matrix's distinct rows and each row's place among them.
+
+    Scores computed once per distinct row are bitwise equal for equal rows; computed per row,
+    BLAS rounds them differently by their place in the block, so products with one embedding
+    (copied from one template) would be ordered one way in a batch and another way alone."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        unique, inverse = np.unique(matrix, axis=0, return_inverse=True)
+        self.shape = matrix.shape
+        self.unique = np.ascontiguousarray(unique)
+        self.inverse = np.asarray(inverse, dtype=np.int64).reshape(-1)
+        self.repeats = len(unique) < len(matrix)
+
+    def scores(self, rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """``block_scores(rows, matrix)``, equal rows of ``matrix`` scored equal."""
+        if not self.repeats:
+            return block_scores(rows, matrix)
+        return block_scores(rows, self.unique)[:, self.inverse]
 
 
 def concat_proposals(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,6 +5,8 @@ arrive as columns named ``<view>__<feature>`` and go through ``ranker_inputs`` h
 turns instants into ages and strings into match flags, so the ranker sees the same numbers.
 """
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -14,18 +16,33 @@ from recsys import columns as c
 
 DAY = 86_400.0
 LABEL_EPSILON = pd.Timedelta(seconds=1)
+NUMBER_KINDS = frozenset("biufc")  # bool, integer, unsigned, float, complex
 
 
 def full(view: str, feature: str) -> str:
     return f"{view}__{feature}"
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
+def _numbers(values: pd.Series | np.ndarray) -> np.ndarray:
     """A column as float64 (anything not a number is NaN)."""
-    array = values.to_numpy()
+    array = values.to_numpy() if isinstance(values, pd.Series) else values
     if array.dtype.kind in "biuf":
         return array.astype(np.float64)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
+
+
+def _is_number(values: pd.Series | np.ndarray) -> bool:
+    """Whether a column holds numbers or flags (pandas' test; a numpy column's own kind,
+    which pandas' test comes to at some microseconds a column)."""
+    if isinstance(values, np.ndarray):
+        return values.dtype.kind in NUMBER_KINDS
+    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def _objects(values: pd.Series | np.ndarray) -> np.ndarray:
+    return values.to_numpy(dtype=object) if isinstance(values, pd.Series) else values.astype(object)
 
 
 def _overlap(left: np.ndarray, right: np.ndarray, sep: str) -> np.ndarray:
@@ -66,26 +83,34 @@ def ranker_inputs(stored: pd.DataFrame, item_ids: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(ranker_input_columns(stored, item_ids), index=stored.index)
 
 
-def ranker_input_columns(stored: pd.DataFrame, item_ids: pd.Series) -> dict[str, np.ndarray]:
-    """``ranker_inputs`` as columns (the caller makes one frame of every feature)."""
-    now = _numbers(stored[n.REQUEST_TS])
-    present = set(stored.columns)  # (a set: asking a new frame's columns builds their index)
+def ranker_input_columns(
+    stored: pd.DataFrame | Mapping[str, np.ndarray], item_ids: pd.Series | np.ndarray
+) -> dict[str, np.ndarray]:
+    """``ranker_inputs`` as columns (the caller makes one frame of every feature); ``stored``
+    may be a frame or its columns (the service's form: no frame to build and take apart)."""
+    if isinstance(stored, pd.DataFrame):
+        get, names, length = stored.__getitem__, list(stored.columns), len(stored)
+    else:
+        get, names = stored.__getitem__, list(stored)
+        length = len(stored[n.REQUEST_TS])
+    now = _numbers(get(n.REQUEST_TS))
+    present = set(names)  # (a set: asking a new frame's columns builds their index)
     out = {}
-    for column in stored.columns:
+    for column in names:
         if "__" not in column:
             continue
-        values = stored[column]
+        values = get(column)
         if column.endswith("_epoch"):
             out[column.replace("_epoch", "_days_ago")] = (now - _numbers(values)) / DAY
-        elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        elif _is_number(values):
             out[column] = _numbers(values)
 
     def col(view: str, feature: str) -> np.ndarray | None:
         name = full(view, feature)
-        return stored[name].to_numpy(dtype=object) if name in present else None
+        return _objects(get(name)) if name in present else None
 
     def matches(candidate: np.ndarray | None, favourite: np.ndarray | None) -> np.ndarray:
-        out = np.zeros(len(stored), dtype=np.float32)
+        out = np.zeros(length, dtype=np.float32)
         if candidate is None or favourite is None:  # a missing side never matches
             return out
         both = ~pd.isna(candidate) & ~pd.isna(favourite)
@@ -105,13 +130,25 @@ def ranker_input_columns(stored: pd.DataFrame, item_ids: pd.Series) -> dict[str,
     out["avoided_attributes"] = (
         _overlap(avoid, attributes, c.ATTRIBUTE_SEPARATOR)
         if avoid is not None and attributes is not None
-        else np.zeros(len(stored), dtype=np.float32)
+        else np.zeros(length, dtype=np.float32)
     )
     session = col(n.SESSION, "session_item_ids")
     out["in_last_session"] = (
-        _contains(session, item_ids.to_numpy(dtype=object), SEPARATOR)
+        _contains(session, np.asarray(item_ids, dtype=object), SEPARATOR)
         if session is not None
-        else np.zeros(len(stored), dtype=np.float32)
+        else np.zeros(length, dtype=np.float32)
     )
     out.pop(n.REQUEST_TS, None)
     return out
+
+
+def ranker_frame(columns: Mapping[str, np.ndarray], names: list[str], index) -> pd.DataFrame:
+    """The ranker's columns ``names`` of ``columns`` as one float32 block (NaN where one is
+    missing): what ``Ranker.matrix`` takes from the frame of every feature, without making
+    that frame (some 70 columns, each checked by pandas, cost more than one request's work).
+    Each column is cast as ``DataFrame.to_numpy(dtype=np.float32)`` casts it."""
+    length = len(index)
+    matrix = np.empty((length, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        matrix[:, j] = columns.get(name, np.nan)
+    return pd.DataFrame(matrix, columns=names, index=index, copy=False)

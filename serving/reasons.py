@@ -6,6 +6,7 @@ like, the people and season it is popular with. It is computed for the final few
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 
 from recommender.model import Recommender
 from recommender.sources.covisit import MATRICES
@@ -24,7 +25,8 @@ def reason_sources(ranked: pd.DataFrame) -> np.ndarray:
     cols = [f"{name}_rank" for name in REASON_ORDER if f"{name}_rank" in ranked]
     if not cols:
         return np.full(len(ranked), "", dtype=object)
-    ranks = ranked[cols].to_numpy(dtype=np.float64)
+    # (column by column: selecting several columns makes a new frame first)
+    ranks = np.column_stack([ranked[col].to_numpy(dtype=np.float64) for col in cols])
     names = np.array([col[: -len("_rank")] for col in cols], dtype=object)
     within = ranks <= PROPOSED_WITHIN
     first = np.where(within.any(axis=1), within.argmax(axis=1), ranks.argmin(axis=1))
@@ -45,8 +47,9 @@ def _season(ts: float) -> str:
     return SEASONS[(month % 12) // 3]
 
 
-def _who(request: pd.Series, known: bool) -> str:
-    demo = str(request.get("demo", UNKNOWN))
+def _who(demo: object, known: bool) -> str:
+    """Who the item is popular with, from the request's demographic segment."""
+    demo = str(demo)
     age, _, gender = demo.partition("|")
     words = []
     if age not in (UNKNOWN, "", "nan"):
@@ -56,6 +59,24 @@ def _who(request: pd.Series, known: bool) -> str:
     if not known and people != "customers":
         base = f"new {people}"
     return " ".join([base, *words])
+
+
+def _summed(covisit) -> csr_matrix:
+    """The sum of the co-visitation matrices (``MATRICES``, added in that order), made once
+    per set of matrices: a request's anchors then slice one matrix, not three."""
+    matrices = tuple(covisit.matrices[name] for name in MATRICES)
+    held = _SUMS.get(id(covisit))
+    if held is None or any(a is not b for a, b in zip(held[0], matrices, strict=True)):
+        total = matrices[0]
+        for matrix in matrices[1:]:
+            total = total + matrix
+        held = (matrices, total.tocsr())
+        _SUMS.clear()  # (one model serves at a time: keep only its sum)
+        _SUMS[id(covisit)] = held
+    return held[1]
+
+
+_SUMS: dict[int, tuple[tuple, csr_matrix]] = {}
 
 
 def _anchors(model: Recommender, history: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -72,33 +93,55 @@ def _anchors(model: Recommender, history: np.ndarray, items: np.ndarray) -> np.n
     ok = items < n
     if not len(hist) or not ok.any():
         return out
-    block = sum(covisit.matrices[name][hist][:, items[ok]] for name in MATRICES)
-    dense = np.asarray(block.todense())
+    dense = _block(_summed(covisit), hist, items[ok])
     best = dense.argmax(axis=0)
     found = dense[best, np.arange(dense.shape[1])] > 0
     out[np.flatnonzero(ok)[found]] = hist[best[found]]
     return out
 
 
+def _block(matrix: csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``matrix[rows][:, columns]`` as a dense array, from the rows' stored cells (scipy's
+    column selection costs more than the few cells it keeps)."""
+    starts, sizes = matrix.indptr[rows], np.diff(matrix.indptr)[rows]
+    row = np.repeat(np.arange(len(rows)), sizes)
+    cells = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+    indices, data = matrix.indices[cells], matrix.data[cells]
+    distinct, at = np.unique(columns, return_inverse=True)
+    place = np.minimum(np.searchsorted(distinct, indices), len(distinct) - 1)
+    hit = distinct[place] == indices
+    dense = np.zeros((len(rows), len(distinct)), dtype=matrix.dtype)
+    np.add.at(dense, (row[hit], place[hit]), data[hit])
+    return dense[:, at.ravel()]
+
+
 def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]:
     """One reason per row of ``ranked`` (``req, item, <source>_rank``) of a one-request
-    batch."""
+    batch (the request's values and events taken as arrays: a frame's row and masks would
+    cost more than the reasons)."""
     if not len(ranked):
         return []
-    request = batch.requests.iloc[0]
-    ts = float(request[TS])
-    history = batch.history[batch.history[REQ] == 0][ITEM].to_numpy()[::-1]
-    known = len(history) > 0 or int(request.get("user", -1)) >= 0
+    requests = batch.requests
+    first = {
+        name: requests[name].to_numpy()[0] if name in requests.columns else default
+        for name, default in ((TS, None), ("user", -1), ("demo", UNKNOWN), (c.COUNTRY, None))
+    }
+    ts = float(first[TS])
+    events = batch.history
+    mine = events[REQ].to_numpy() == 0
+    history = events[ITEM].to_numpy()[mine][::-1]
+    known = len(history) > 0 or int(first["user"]) >= 0
     items = ranked[ITEM].to_numpy(dtype=np.int64)
     ids = model.catalog.items.ids
     cats = model.catalog.facts[c.CATEGORY].to_numpy(dtype=object)
     created = model.catalog.created
     anchors = _anchors(model, np.unique(history), items)
-    mine = batch.history[batch.history[REQ] == 0]
-    bought = set(batch.bought.loc[batch.bought[REQ] == 0, ITEM].tolist())
-    carted = set(mine.loc[mine[KIND] == 1, ITEM].tolist())
-    country = request.get(c.COUNTRY)
+    bought_rows = batch.bought[REQ].to_numpy() == 0
+    bought = set(batch.bought[ITEM].to_numpy()[bought_rows].tolist())
+    carted = set(events[ITEM].to_numpy()[mine & (events[KIND].to_numpy() == 1)].tolist())
+    country = first[c.COUNTRY]
     where = f" in {country}" if isinstance(country, str) and country not in (UNKNOWN, "") else ""
+    who = first["demo"]
     reasons = []
     for item, source, anchor in zip(items, reason_sources(ranked), anchors, strict=True):
         if source == "repeat":
@@ -118,7 +161,7 @@ def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]
         elif source == "als":
             text = f"picked for your interest in {_leaf(cats[item])}"
         elif source == "popularity" or not known:
-            text = f"popular with {_who(request, known)}{where} this {_season(ts)}"
+            text = f"popular with {_who(who, known)}{where} this {_season(ts)}"
         elif anchor >= 0:
             text = f"often bought with {ids[anchor]}"
         else:

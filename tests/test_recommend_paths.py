@@ -203,7 +203,8 @@ def ref_top_n(scores, n, offset=0):
     n = min(n, scores.shape[1])
     if n <= 0 or scores.size == 0:
         return pd.DataFrame({REQ: [], ITEM: [], "score": []})
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    # each row's n best cells, best first, equal scores by item
+    part = np.stack([np.lexsort((np.arange(len(row)), -row))[:n] for row in scores])
     vals = np.take_along_axis(scores, part, axis=1)
     rows = np.repeat(np.arange(len(scores)) + offset, n)
     frame = pd.DataFrame({REQ: rows, ITEM: part.ravel(), "score": vals.ravel()})
@@ -309,7 +310,9 @@ def ref_content_propose(src, batch, exclusions):
     created = exclusions.created[: len(src.embeddings)]
     parts = []
     for start in range(0, len(batch), 1024):
-        block = prof[start : start + 1024] @ src.embeddings.T
+        # equal embeddings scored once, so they tie exactly (as in ContentSource)
+        unique, inverse = np.unique(src.embeddings, axis=0, return_inverse=True)
+        block = (prof[start : start + 1024] @ unique.T)[:, inverse.reshape(-1)]
         block[~has[start : start + 1024]] = -np.inf
         exclusions.mask_dense(block, start)
         parts.append(ref_top_n(block, cfg.candidates, start))
@@ -1153,3 +1156,160 @@ def test_a_row_alone_is_scored_as_within_a_block() -> None:
         alone = block_scores(users[row : row + 1], factors)
         assert alone.shape == (1, 5_000) and alone.dtype == np.float32
         np.testing.assert_allclose(alone[0], block[row], rtol=1e-5, atol=1e-5)
+
+
+# =====================================================================================
+# The service's shortcuts: the same values as the library calls they replace
+# =====================================================================================
+def test_redis_keys_are_the_bytes_feast_writes() -> None:
+    # given entities of one and of two join keys (Feast sorts the keys), non-ASCII values
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from features.online import entity_key_bytes
+
+    cases = [
+        (["user_id"], ("u-1",)),
+        (["item_id"], ("Crème > Rosé",)),
+        (["user_id", "category"], ("u-1", "Skin Care > Toners")),
+        (["user_id", "category"], ("", "")),
+    ]
+    for keys, values in cases:
+        # when built directly and by Feast (version 3, then the project's name)
+        entity = EntityKey(join_keys=keys, entity_values=[Value(string_val=v) for v in values])
+        want = serialize_entity_key(entity, entity_key_serialization_version=3) + b"shop"
+        # then the same bytes
+        assert entity_key_bytes(keys, values, b"shop") == want
+
+
+def test_affinity_keys_are_the_bytes_feast_writes() -> None:
+    # given the Redis layout of a project, and a user's categories (one asked twice)
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from features.online import _RedisLayout
+
+    client = SimpleNamespace(register_script=lambda script: None)
+    config = SimpleNamespace(project="shop", entity_key_serialization_version=3)
+    fields = {"user": [], "item": [], "affinity": []}
+    layout = _RedisLayout(None, config, client, fields, fields)
+    categories = ["Skin Care > Toners", "Rosé", "Skin Care > Toners", ""]
+    # when their keys are made for two users
+    for user in ("u-1", "ü-22"):
+        got = layout.affinity_keys(user, categories)
+        # then each is Feast's key of (user_id, category) followed by the project
+        want = [
+            serialize_entity_key(
+                EntityKey(
+                    join_keys=[c.USER_ID, c.CATEGORY],
+                    entity_values=[Value(string_val=user), Value(string_val=cat)],
+                ),
+                entity_key_serialization_version=3,
+            )
+            + b"shop"
+            for cat in categories
+        ]
+        assert got == want
+
+
+def test_online_numbers_are_typed_as_pandas_types_them() -> None:
+    # given feature values as the online store decodes them
+    from recommender.features_source import numeric
+
+    cases = [
+        (1.5, None, 2.0),
+        (None, None),
+        (3, 4, 5),
+        (3, None, 4.5),
+        (True, None),
+        ("7", None, 1.0),
+        ("x", 2.0),
+        (2**60, None),
+        (2**63, 1),
+        (np.float64(2.5), None),
+        (),
+    ]
+    for values in cases:
+        # when typed directly and by pandas
+        got = numeric(values)
+        want = pd.to_numeric(np.asarray(values, dtype=object), errors="coerce")
+        # then the same type and values (NaN where missing)
+        assert got.dtype == want.dtype, values
+        np.testing.assert_array_equal(got, want)
+    # (and the plain cases exactly)
+    np.testing.assert_array_equal(numeric((3, None, 4.5)), np.array([3.0, np.nan, 4.5]))
+    assert numeric((3, 4, 5)).dtype == np.int64
+
+
+def test_the_rankers_block_is_the_full_frames_matrix() -> None:
+    # given features of three candidates of every kind the columns come in, and a ranker
+    # that also wants a feature nobody gave
+    from recommender.stored import ranker_frame
+
+    columns = {
+        "req": np.array([0, 0, 0]),
+        "count": np.array([1, 2, 16_777_217], dtype=np.int64),
+        "score": np.array([0.1, np.nan, 1e-40]),
+        "flag": np.array([True, False, True]),
+        "maybe": np.array([1.25, None, 3], dtype=object),
+    }
+    names = ["score", "missing", "count", "flag", "maybe"]
+    # when the ranker's block is made directly
+    got = ranker_frame(columns, names, pd.RangeIndex(3))
+    # then it is what the ranker takes from the frame of every feature
+    want = Ranker(names).matrix(pd.DataFrame(columns))
+    np.testing.assert_array_equal(got.to_numpy(), want)
+    assert list(got.columns) == names and got.to_numpy().dtype == np.float32
+    np.testing.assert_array_equal(got["count"].to_numpy(), [1.0, 2.0, 16_777_216.0])
+    assert np.isnan(got["missing"]).all()
+
+
+def test_stored_inputs_of_columns_equal_those_of_a_frame() -> None:
+    # given one request's stored features as columns, and as a frame
+    stored = {
+        n.REQUEST_TS: np.array([864_000, 864_000]),
+        f"{n.USER_ACTIVITY}__last_event_epoch": np.array([777_600.0, np.nan]),
+        f"{n.USER_ACTIVITY}__views_7d": np.array([3, 4]),
+        f"{n.USER_ACTIVITY}__favourite_category": np.array(["a", "a"], dtype=object),
+        f"{n.PRODUCT_CATALOG}__category": np.array(["a", None], dtype=object),
+        f"{n.SESSION}__session_item_ids": np.array([f"i1{SEPARATOR}i2"] * 2, dtype=object),
+    }
+    item_ids = np.array(["i2", "i3"], dtype=object)
+    # when turned into the ranker's inputs from either
+    from recommender.stored import ranker_input_columns
+
+    got = ranker_input_columns(stored, item_ids)
+    want = ranker_input_columns(pd.DataFrame(stored), pd.Series(item_ids))
+    # then the same columns, values and types
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+        assert got[name].dtype == want[name].dtype
+    np.testing.assert_array_equal(got[f"{n.USER_ACTIVITY}__last_event_days_ago"], [1.0, np.nan])
+    np.testing.assert_array_equal(got["is_favourite_category"], [1.0, 0.0])
+    np.testing.assert_array_equal(got["in_last_session"], [1.0, 0.0])
+
+
+def test_the_anchor_block_is_scipys_slice() -> None:
+    # given an item x item matrix and a user's history rows and the final items' columns
+    # (one asked twice, one with no cell)
+    from serving.reasons import _block
+
+    matrix = csr_matrix(
+        np.array(
+            [
+                [0.0, 0.5, 0.0, 0.25],
+                [0.1, 0.0, 0.0, 0.0],
+                [0.0, 0.3, 0.2, 0.0],
+            ]
+        )
+    )
+    rows, columns = np.array([0, 2]), np.array([3, 1, 2, 1, 0])
+    # when the block is read from the rows' cells
+    got = _block(matrix, rows, columns)
+    # then it is scipy's dense slice
+    want = np.array([[0.25, 0.5, 0.0, 0.5, 0.0], [0.0, 0.3, 0.2, 0.3, 0.0]])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, matrix[rows][:, columns].toarray())

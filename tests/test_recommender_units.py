@@ -606,3 +606,37 @@ def test_fewest_rounds_within_one_standard_error_of_the_best() -> None:
     assert fewest_rounds([0.3, 0.45, 0.6, 0.7], per_request) == 1
     # and without any spread to go on, the best round
     assert fewest_rounds([0.5, 0.55, 0.6, 0.7], np.array([0.5])) == 3
+
+
+# ------------------------------------------------------------------------ ties
+def test_top_n_keeps_and_orders_equal_scores_by_item() -> None:
+    from recommender.state import top_n_arrays
+
+    # given two rows whose 2nd to 4th best cells are equal, and a row with one finite cell
+    scores = np.array(
+        [
+            [0.5, 0.9, 0.5, 0.1, 0.5],
+            [0.5, 0.5, 0.9, 0.5, 0.0],
+            [-np.inf, 0.3, -np.inf, -np.inf, -np.inf],
+        ]
+    )
+    # when the 3 best of each are taken
+    reqs, items, vals = top_n_arrays(scores, 3, offset=10)
+    # then the best comes first and equal cells follow by item; -inf cells are dropped
+    assert reqs.tolist() == [10, 10, 10, 11, 11, 11, 12]
+    assert items.tolist() == [1, 0, 2, 2, 0, 1, 1]
+    assert vals.tolist() == [0.9, 0.5, 0.5, 0.9, 0.5, 0.5, 0.3]
+
+
+def test_distinct_rows_score_equal_rows_equally() -> None:
+    from recommender.state import DistinctRows, block_scores
+
+    # given a matrix whose rows 0 and 2 are equal
+    matrix = np.array([[1.0, 2.0], [0.5, 0.0], [1.0, 2.0]], dtype=np.float32)
+    distinct = DistinctRows(matrix)
+    # then it knows of the repeat, and scores are the matrix's, equal rows bitwise equal
+    assert distinct.repeats and distinct.unique.shape == (2, 2)
+    rows = np.array([[3.0, 1.0], [0.0, -1.0]], dtype=np.float32)
+    got = distinct.scores(rows, matrix)
+    np.testing.assert_array_equal(got, block_scores(rows, matrix))
+    assert (got[:, 0] == got[:, 2]).all()

@@ -17,8 +17,8 @@ from recommender.state import (
     ITEM,
     REQ,
     Batch,
+    DistinctRows,
     Exclusions,
-    block_scores,
     concat_proposals,
     first_of_each,
     last_items,
@@ -67,6 +67,17 @@ class ContentSource:
         self.vectorizer = None
         self.svd = None
         self.embeddings = np.zeros((0, config.dimensions), dtype=np.float32)
+        self._distinct: DistinctRows | None = None
+
+    def __getstate__(self) -> dict:
+        # the distinct rows are derived: rebuilt on first use after loading
+        return {k: v for k, v in self.__dict__.items() if k != "_distinct"}
+
+    def distinct(self) -> DistinctRows:
+        found = getattr(self, "_distinct", None)
+        if found is None or found.shape != self.embeddings.shape:
+            found = self._distinct = DistinctRows(self.embeddings)
+        return found
 
     def fit(self, facts: pd.DataFrame) -> None:
         from sklearn.decomposition import TruncatedSVD
@@ -78,6 +89,7 @@ class ContentSource:
         self.svd = TruncatedSVD(n_components=dims, random_state=self.seed, algorithm="arpack")
         self.svd.fit(matrix)
         self.embeddings = self._embed_matrix(matrix)
+        self._distinct = None
         logger.info("content: %d products, %d tokens, %d dims", *matrix.shape, dims)
 
     def _embed_matrix(self, matrix) -> np.ndarray:
@@ -95,6 +107,7 @@ class ContentSource:
             self.embeddings = np.vstack([self.embeddings, pad])
         if len(rows):
             self.embeddings[rows] = self.embed(facts.iloc[rows])
+        self._distinct = None
 
     def profiles(self, batch: Batch) -> np.ndarray:
         return batch.remember(self, "profiles", lambda: self._profiles(batch))
@@ -119,7 +132,7 @@ class ContentSource:
         created = exclusions.created[: len(self.embeddings)]
         parts = []
         for start in range(0, len(batch), CHUNK):
-            block = block_scores(prof[start : start + CHUNK], self.embeddings)
+            block = self.distinct().scores(prof[start : start + CHUNK], self.embeddings)
             block[~has[start : start + CHUNK]] = -np.inf
             exclusions.mask_dense(block, start)
             parts.append(top_n_arrays(block, cfg.candidates, start))

@@ -1,0 +1,132 @@
+"""Where one uncached /recommend spends its CPU, stage by stage, in-process (no HTTP).
+
+    python benchmarks/request_stages.py --home WORKSPACE [--profile production] [--users 2100]
+        [--requests 2000] [--inplace-ranker]
+
+The workspace must hold a model with alias ``production`` and its online store (the same as
+``serve_load.py``). Each stage's function is wrapped with a timer; the figures are mean
+milliseconds per request over ``--requests`` requests of distinct users, after 50 requests of
+warm-up. Stages nest (``features`` holds ``features.fetch_columns``), so they do not add up to
+the total. Run it single-threaded as the service runs (``OMP_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1``). ``--inplace-ranker`` scores with XGBoost's ``inplace_predict``
+instead of a ``DMatrix`` (the same scores), to show what that change would save.
+"""
+
+import argparse
+import collections
+import functools
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.workspace import Workspace
+
+
+def _timer(totals: dict[str, float]):
+    """A function that replaces ``owner.name`` by a wrapper adding its time to ``label``."""
+
+    def wrap(owner: object, name: str, label: str) -> None:
+        function = getattr(owner, name)
+
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    return wrap
+
+
+def _inplace_ranker() -> None:
+    """Score with ``inplace_predict`` (no DMatrix): the ranker change proposed for serving."""
+    from recommender.ranker import Ranker
+
+    def score(self, features: pd.DataFrame) -> np.ndarray:
+        if len(features) == 0:
+            return np.zeros(0, dtype=np.float32)
+        limit = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
+        matrix = self.matrix(features)
+        return self.booster.inplace_predict(matrix, iteration_range=limit, validate_features=False)
+
+    Ranker.score = score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", required=True, help="workspace with a production model")
+    parser.add_argument("--profile", default="production", choices=("local", "production"))
+    parser.add_argument("--users", type=int, default=2100, help="users sampled")
+    parser.add_argument("--requests", type=int, default=2000, help="requests timed")
+    parser.add_argument("--inplace-ranker", action="store_true")
+    args = parser.parse_args()
+    if args.inplace_ranker:
+        _inplace_ranker()
+
+    import recommender.candidates as candidates
+    import recommender.stored as stored
+    import serving.engine as engine_module
+    from serving.cache import MemoryCache
+    from serving.engine import Engine
+    from serving.schemas import RecommendRequest
+    from serving.settings import load_settings
+
+    workspace = Workspace(Path(args.home).resolve(), args.profile)
+    engine = Engine(workspace, load_settings(), background=False)
+    engine.cache = MemoryCache(0.0, max_users=1)  # every request computed
+    totals: dict[str, float] = collections.defaultdict(float)
+    wrap = _timer(totals)
+    state = engine.current
+    model = state.model
+    for name in ("batch", "candidates", "features"):
+        wrap(model, name, name)
+    wrap(model.ranker, "score", "ranker.score")
+    if state.features is not None:
+        wrap(state.features, "fetch_columns", "features.fetch_columns")
+        wrap(state.features.reader, "read_columns", "reader.read_columns")
+    wrap(state.rules, "mask", "rules.mask")
+    wrap(engine_module.reasons, "explain", "reasons.explain")
+    wrap(engine, "_online_user", "engine._online_user")
+    wrap(engine, "_items", "engine._items")
+    for source in model.sources:
+        wrap(source, "proposals", f"src.{source.name}.proposals")
+        if hasattr(source, "feature_columns"):
+            wrap(source, "feature_columns", f"src.{source.name}.feature_columns")
+    for module, name in (
+        (candidates, "describe_columns"),
+        (candidates, "generate"),
+        (stored, "ranker_input_columns"),
+    ):
+        wrap(module, name, f"{module.__name__.split('.')[-1]}.{name}")
+
+    events = pd.read_parquet(workspace.table("events"), columns=["user_id", "timestamp"])
+    end = events["timestamp"].max().timestamp() + 3600
+    users = events["user_id"].astype(str).drop_duplicates()
+    users = users.sample(min(args.users, len(users)), random_state=0).tolist()
+
+    def request(user: str, i: int) -> RecommendRequest:
+        body = {"user_id": user, "k": 10, "context": {"timestamp": end + i}}
+        return RecommendRequest.model_validate(body)
+
+    for i, user in enumerate(users[:50]):
+        engine.recommend(request(user, i))
+    totals.clear()
+    timed = users[50 : 50 + args.requests]
+    started = time.perf_counter()
+    for i, user in enumerate(timed):
+        engine.recommend(request(user, i))
+    total = (time.perf_counter() - started) / len(timed) * 1000
+    print(f"total {total:.2f} ms/request over {len(timed)} requests (pid {os.getpid()})")
+    for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"{label:40s} {seconds / len(timed) * 1000:6.2f}")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
