@@ -256,6 +256,16 @@ def _register_versions(env: Env) -> dict[str, str]:
     return {"copy": str(copy.version), "worse": str(worse), "another": str(another.version)}
 
 
+def _clear_aliases(env: Env) -> None:
+    """Only ``candidate`` left: the session's registry may have been promoted by other
+    modules (the serving stacks put version 1 in production) before it was copied here."""
+    with scoped_env(env.env):
+        client = env.client()
+        for alias in client.get_registered_model(MODEL_NAME).aliases:
+            if alias != "candidate":
+                client.delete_registered_model_alias(MODEL_NAME, alias)
+
+
 @pytest.fixture(scope="module")
 def registry_env(tmp_path_factory: pytest.TempPathFactory):
     import sqlalchemy as sa
@@ -280,6 +290,7 @@ def registry_env(tmp_path_factory: pytest.TempPathFactory):
         schema=schema,
     )
     try:
+        _clear_aliases(env)
         env.versions = _register_versions(env)
         yield env
     finally:
