@@ -454,12 +454,16 @@ def drop_feast_project(workspace: Workspace, env: dict[str, str], project: str |
 
     with scoped_env(env):
         try:
-            store = open_store(workspace)
-            if any(p.name == project for p in store.list_projects()):
-                store.registry.delete_project(project)
-            _delete_version_history(project)  # the one table delete_project leaves behind
+            delete_project_rows(open_store(workspace), project)
         finally:
             drop_schema(project)
+
+
+def delete_project_rows(store, project: str) -> None:
+    """The registry's rows of ``project`` (of the store's SQL registry) and nothing else."""
+    if any(p.name == project for p in store.list_projects()):
+        store.registry.delete_project(project)
+    _delete_version_history(project)  # the one table delete_project leaves behind
 
 
 def _delete_version_history(project: str) -> None:
