@@ -65,6 +65,34 @@ def _client(workspace: Workspace):
     return MlflowClient()
 
 
+def _forget_cached_lists(workspace: Workspace) -> None:
+    """Drop the workspace's cached lists (production: its Redis), so an uncached run is not
+    answered from an earlier run's entries for the same users and instants."""
+    if workspace.profile != "production":
+        return  # the local cache lives in the service's own process
+    import redis
+
+    from features.environment import setting
+    from serving.cache import PREFIX
+
+    client = redis.Redis(
+        host=setting("RECSYS_REDIS_HOST"),
+        port=int(setting("RECSYS_REDIS_PORT")),
+        db=int(setting("RECSYS_REDIS_DB")),
+    )
+    dropped = 0
+    batch = []
+    for key in client.scan_iter(match=PREFIX + "*", count=1_000):
+        batch.append(key)
+        if len(batch) == 1_000:
+            dropped += client.delete(*batch)
+            batch = []
+    if batch:
+        dropped += client.delete(*batch)
+    client.close()
+    print(f"dropped {dropped:,} cached lists before the uncached run", file=sys.stderr)
+
+
 def _move_alias(workspace: Workspace, after: float, to: str, done: dict) -> None:
     time.sleep(after)
     client = _client(workspace)
@@ -112,6 +140,8 @@ def main() -> None:
         users = _users(workspace, n)
         now = _data_end(workspace)
         for mode in [m for m in args.modes.split(",") if m]:
+            if mode == "uncached":
+                _forget_cached_lists(workspace)
             bodies = loadgen.make_bodies(users, mode, 10, n, now=now)
             figures[mode] = loadgen.run_load(
                 url, args.rate, args.duration, bodies, warmup=args.warmup,
