@@ -1,15 +1,14 @@
 """Where one uncached /recommend spends its CPU, stage by stage, in-process (no HTTP).
 
     python benchmarks/request_stages.py --home WORKSPACE [--profile production] [--users 2100]
-        [--requests 2000] [--inplace-ranker]
+        [--requests 2000]
 
 The workspace must hold a model with alias ``production`` and its online store (the same as
 ``serve_load.py``). Each stage's function is wrapped with a timer; the figures are mean
 milliseconds per request over ``--requests`` requests of distinct users, after 50 requests of
 warm-up. Stages nest (``features`` holds ``features.fetch_columns``), so they do not add up to
 the total. Run it single-threaded as the service runs (``OMP_NUM_THREADS=1
-OPENBLAS_NUM_THREADS=1``). ``--inplace-ranker`` scores with XGBoost's ``inplace_predict``
-instead of a ``DMatrix`` (the same scores), to show what that change would save.
+OPENBLAS_NUM_THREADS=1``).
 """
 
 import argparse
@@ -19,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from recsys.workspace import Workspace
@@ -44,30 +42,13 @@ def _timer(totals: dict[str, float]):
     return wrap
 
 
-def _inplace_ranker() -> None:
-    """Score with ``inplace_predict`` (no DMatrix): the ranker change proposed for serving."""
-    from recommender.ranker import Ranker
-
-    def score(self, features: pd.DataFrame) -> np.ndarray:
-        if len(features) == 0:
-            return np.zeros(0, dtype=np.float32)
-        limit = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
-        matrix = self.matrix(features)
-        return self.booster.inplace_predict(matrix, iteration_range=limit, validate_features=False)
-
-    Ranker.score = score
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="workspace with a production model")
     parser.add_argument("--profile", default="production", choices=("local", "production"))
     parser.add_argument("--users", type=int, default=2100, help="users sampled")
     parser.add_argument("--requests", type=int, default=2000, help="requests timed")
-    parser.add_argument("--inplace-ranker", action="store_true")
     args = parser.parse_args()
-    if args.inplace_ranker:
-        _inplace_ranker()
 
     import recommender.candidates as candidates
     import recommender.stored as stored
