@@ -10,20 +10,12 @@ import time
 import pytest
 
 from tests.serving_stack import MODEL_NAME, RedisServer, ServingStack, scoped_env, serving_stack
+from tests.test_registry import POLICY_YAML  # the tiny model's test window
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RELOAD_SECONDS = 1.0
 SWITCH_TIMEOUT = 60.0
-POLICY_YAML = """\
-window: {days: 21, requests: 300, seed: 7}   # the tiny model's test window
-overall:
-  - {metric: ndcg@10, tolerance: 0.005}
-  - {metric: recall@20, tolerance: 0.01}
-segments:
-  min_requests: 20
-  checks: [{metric: ndcg@10, tolerance: 0.02}]
-"""
 
 
 @pytest.fixture(scope="module")
