@@ -89,11 +89,17 @@ def access_log() -> bool:
 )
 class RecsysService:
     def __init__(self) -> None:
+        import sys
+
         from recsys.workspace import Workspace
         from serving.engine import Engine
         from serving.settings import load_settings
 
-        self.engine = Engine(Workspace.from_env(), load_settings())
+        settings = load_settings()
+        # a request waits for Python's lock at each network call; while a new model version
+        # loads in the background, the default 5 ms hand-over makes every wait that long
+        sys.setswitchinterval(settings.switch_interval)
+        self.engine = Engine(Workspace.from_env(), settings)
         self.metrics = _metrics()
 
     def __is_ready__(self) -> bool:

@@ -157,16 +157,34 @@ class Engine:
         return FeedbackLog(database_url(self.workspace), self.workspace.home / "serving" / "spool")
 
     def _prepare(self, version: str, model: Recommender) -> Prepared:
+        # product rows do not depend on the model: the serving version's are kept
+        serving = self.follower.current
         features = (
-            OnlineFeatures(self.reader, self.settings.item_ttl) if self.reader is not None else None
+            serving.state.features
+            if serving is not None and serving.state.features is not None
+            else OnlineFeatures(self.reader, self.settings.item_ttl)
+            if self.reader is not None
+            else None
         )
         prepared = Prepared(version, model, Rules(model.catalog), features, threading.Lock())
         # index the stored histories now, not on the first request
         for name in ("past", "touched", "segments"):
             model._stored(name, np.array(["warm-up"], dtype=object))
         _single_threaded_ranker(model)
+        self._warm_up(prepared)
         _freeze_heap()
         return prepared
+
+    def _warm_up(self, state: Prepared) -> None:
+        """Answer a known and an unknown user with the new version before it is swapped in:
+        what is built on a version's first request (distinct content rows, the summed
+        co-visitation matrix, ...) is then not built while requests queue behind it."""
+        users = state.model.users.ids
+        for user_id in ([str(users[0])] if len(users) else []) + ["warm-up-unknown-user"]:
+            try:
+                self._compute(state, RecommendRequest(user_id=user_id, k=10), time.time())
+            except Exception as exc:  # a warm-up is an optimisation, never a reason to refuse
+                logger.warning("warm-up of version %s failed: %s", state.version, exc)
 
     @property
     def current(self) -> Prepared:

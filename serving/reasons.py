@@ -71,7 +71,8 @@ def _summed(covisit) -> csr_matrix:
         for matrix in matrices[1:]:
             total = total + matrix
         held = (matrices, total.tocsr())
-        _SUMS.clear()  # (one model serves at a time: keep only its sum)
+        while len(_SUMS) >= 2:  # the serving model's and the one being loaded beside it
+            _SUMS.pop(next(iter(_SUMS)))
         _SUMS[id(covisit)] = held
     return held[1]
 

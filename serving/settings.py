@@ -23,6 +23,9 @@ class ServeConfig(FrozenModel):
     push_seconds: float = Field(1.0, gt=0, description="retry interval of pending session pushes")
     workers: int = Field(2, ge=1, le=64, description="worker processes of `recsys serve`")
     threads: int = Field(4, ge=1, le=64, description="request threads per worker")
+    switch_interval: float = Field(
+        0.001, gt=0, le=0.1, description="Python's thread switch interval in a worker (seconds)"
+    )
     precompute_ttl: float = Field(
         26 * 3600.0, gt=0, description="seconds a list of `recsys precompute` may be served"
     )
