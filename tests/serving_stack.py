@@ -289,11 +289,33 @@ def _service_env(home: Path, profile: str, settings: dict[str, str], bentoml_hom
     )
 
 
+PORT_TAKEN = "Address already in use"
+START_ATTEMPTS = 3
+
+
 def start_service(
     env: dict[str, str], log: Path, target: str = SERVICE, cwd: Path = REPO_ROOT
 ) -> tuple[subprocess.Popen, str]:
     """``bentoml serve`` of ``target`` (the service, or a built bento's tag) on a free port,
-    ready when GET /readyz answers 200."""
+    ready when GET /readyz answers 200.
+
+    Started again (up to ``START_ATTEMPTS`` times) when it exits because a port was taken:
+    BentoML's process manager picks its own control port, which another process of the
+    machine can take between the pick and the bind."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        start = log.stat().st_size if log.exists() else 0
+        try:
+            return _start_service_once(env, log, target, cwd)
+        except RuntimeError:
+            taken = PORT_TAKEN in log.read_text(errors="replace")[start:]
+            if not taken or attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_service_once(
+    env: dict[str, str], log: Path, target: str, cwd: Path
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     bentoml = Path(sys.executable).with_name("bentoml")
     with open(log, "ab") as out:
