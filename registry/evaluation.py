@@ -10,9 +10,6 @@ workspace's offline store as of each request.
 import logging
 from dataclasses import dataclass, field
 
-import pandas as pd
-
-from recsys import columns as c
 from recsys.errors import RecsysError
 from recsys.splits import split_last_days
 from recsys.workspace import Workspace
@@ -125,10 +122,7 @@ class Evaluator:
         batch = batch_from_events(requests, past, users, model.users, model.config.history_items)
         ranked = model.recommend_batch(batch, max(self.ks), self._feature_source())
         lists = {"model": evaluate.as_lists(model, ranked, requests)}
-        before = frame[frame[TS] < split.test_start.timestamp()]
-        popularity = before.groupby(ITEM).size()
-        popularity.index = model.catalog.items.ids[popularity.index.to_numpy()]
-        prices = pd.Series(model.catalog.facts[c.PRICE].to_numpy(), index=model.catalog.items.ids)
+        popularity, prices = evaluate.item_context(model, frame, split.test_start.timestamp())
         overall, by_segment = evaluate.judge(
             lists, model, batch, requests, targets, self.ks, popularity, prices
         )

@@ -79,6 +79,18 @@ def new_product_targets(
     return targets[(rows >= 0) & (age <= new_days) & (age >= 0)]
 
 
+def item_context(
+    model: Recommender, frame: pd.DataFrame, before: float
+) -> tuple[pd.Series, pd.Series]:
+    """What ``judge`` weighs items by: each item's interactions before ``before`` (epoch
+    seconds of the event frame, for novelty) and its catalogue price (expected revenue), both
+    indexed by item id."""
+    popularity = frame[frame[TS] < before].groupby(ITEM).size()
+    popularity.index = model.catalog.items.ids[popularity.index.to_numpy()]
+    prices = pd.Series(model.catalog.facts[c.PRICE].to_numpy(), index=model.catalog.items.ids)
+    return popularity, prices
+
+
 def judge(
     lists: dict[str, pd.DataFrame],
     model: Recommender,

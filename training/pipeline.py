@@ -289,9 +289,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         for name in ("als", "covisit", "content"):
             lists[name] = final.recommend_batch(batch, k, None, sources=[final.source(name)])
         lists = {name: evaluate.as_lists(final, ranked, requests) for name, ranked in lists.items()}
-        popularity = frame[frame["ts"] < test_ts].groupby(ITEM).size()
-        popularity.index = final.catalog.items.ids[popularity.index.to_numpy()]
-        prices = pd.Series(final.catalog.facts[c.PRICE].to_numpy(), index=final.catalog.items.ids)
+        popularity, prices = evaluate.item_context(final, frame, test_ts)
         overall, by_segment = evaluate.judge(
             lists, final, batch, requests, targets, tuple(config.ks), popularity, prices
         )
