@@ -217,8 +217,42 @@ class Result:
     cached: bool = False
 
 
+class ConnectionRing:
+    """``size`` persistent connections, each request on the one idle longest.
+
+    One pooled client reuses the connection freed last: under a light load almost every
+    request then travels on one or two connections, so on whichever of the service's workers
+    accepted them, while the other worker idles. A shop's traffic comes from many clients
+    (browsers, front-end servers, a load balancer's upstream connections) and reaches every
+    worker; taking the connections in turn reproduces that."""
+
+    def __init__(self, size: int, timeout: aiohttp.ClientTimeout) -> None:
+        self.sessions = [
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=60),
+                timeout=timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )  # no cookie jar: a cookie set by one answer must not make later requests differ
+            for _ in range(size)
+        ]
+        self.idle: asyncio.Queue[aiohttp.ClientSession] = asyncio.Queue()
+        for session in self.sessions:
+            self.idle.put_nowait(session)
+
+    async def post(self, target: str, payload: bytes) -> tuple[int, bytes]:
+        session = await self.idle.get()
+        try:
+            async with session.post(target, data=payload, headers=JSON_HEADERS) as response:
+                return response.status, await response.read()
+        finally:
+            self.idle.put_nowait(session)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(session.close() for session in self.sessions))
+
+
 async def _send_one(
-    session: aiohttp.ClientSession,
+    ring: ConnectionRing,
     target: str,
     payload: bytes,
     index: int,
@@ -229,9 +263,7 @@ async def _send_one(
     sent = clock()
     result = Result(index, due, sent, sent, "ok")
     try:
-        async with session.post(target, data=payload, headers=JSON_HEADERS) as response:
-            raw = await response.read()
-            result.status = response.status
+        result.status, raw = await ring.post(target, payload)
         result.done = clock()
         if 200 <= result.status < 300:
             _read_answer(raw, result)
@@ -263,7 +295,7 @@ def _read_answer(raw: bytes, result: Result) -> None:
 
 
 async def _open_loop(
-    session: aiohttp.ClientSession,
+    ring: ConnectionRing,
     target: str,
     payloads: Sequence[bytes],
     rate: float,
@@ -287,9 +319,7 @@ async def _open_loop(
         await _sleep_until(due)
         if clock() >= stop:
             break
-        task = loop.create_task(
-            _send_one(session, target, payloads[i % len(payloads)], i, due, sink)
-        )
+        task = loop.create_task(_send_one(ring, target, payloads[i % len(payloads)], i, due, sink))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -314,9 +344,7 @@ async def _sleep_until(due: float) -> None:
             delay = max(delay, MIN_RESLEEP)
 
 
-async def _prime(
-    session: aiohttp.ClientSession, target: str, payloads: Sequence[bytes]
-) -> dict[str, Any]:
+async def _prime(ring: ConnectionRing, target: str, payloads: Sequence[bytes]) -> dict[str, Any]:
     """Request each hot body once (unmeasured) so the measured cached run can hit the cache.
 
     A body whose answer failed is retried (``PRIME_ATTEMPTS`` in all): an error is not cached,
@@ -327,7 +355,7 @@ async def _prime(
 
     async def one(i: int) -> None:
         async with gate:
-            await _send_one(session, target, payloads[i], i, clock(), sink)
+            await _send_one(ring, target, payloads[i], i, clock(), sink)
 
     started = clock()
     todo = list(range(len(payloads)))
@@ -388,20 +416,18 @@ async def run_load_async(
     if max_requests is not None:
         n_measured = min(n_measured, max_requests)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    connector = aiohttp.TCPConnector(
-        limit=connections, limit_per_host=connections, keepalive_timeout=60
-    )
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    session = aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout, cookie_jar=aiohttp.DummyCookieJar()
-    )  # no cookie jar: a cookie set by one answer must not make later requests differ
-    async with session:
-        await check_ready(session, base, timeout)
-        primed = await _prime(session, target, payloads) if prime else None
+    async with aiohttp.ClientSession(timeout=client_timeout) as probe:
+        await check_ready(probe, base, timeout)
+    ring = ConnectionRing(connections, client_timeout)
+    try:
+        primed = await _prime(ring, target, payloads) if prime else None
         start, results = await _open_loop(
-            session, target, payloads, rate, n_warm + n_measured, warmup + duration, timeout
+            ring, target, payloads, rate, n_warm + n_measured, warmup + duration, timeout
         )
         epoch_start = time.time() - (clock() - start)
+    finally:
+        await ring.close()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     report = summarise(results, start + n_warm / rate, n_warm, n_measured, rate)
     report["started_at"] = round(epoch_start + n_warm / rate, 3)

@@ -1,7 +1,7 @@
 """Where one uncached /recommend spends its CPU, stage by stage, in-process (no HTTP).
 
     python benchmarks/request_stages.py --home WORKSPACE [--profile production] [--users 2100]
-        [--requests 2000]
+        [--requests 2000] [--cprofile N]
 
 The workspace must hold a model with alias ``production`` and its online store (the same as
 ``serve_load.py``). Each stage's function is wrapped with a timer; the figures are mean
@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--profile", default="production", choices=("local", "production"))
     parser.add_argument("--users", type=int, default=2100, help="users sampled")
     parser.add_argument("--requests", type=int, default=2000, help="requests timed")
+    parser.add_argument(
+        "--cprofile", type=int, metavar="N", help="also print cProfile's N costliest functions"
+    )
     args = parser.parse_args()
 
     import recommender.candidates as candidates
@@ -99,11 +102,27 @@ def main() -> None:
         engine.recommend(request(user, i))
     totals.clear()
     timed = users[50 : 50 + args.requests]
-    started = time.perf_counter()
+    profiler = None
+    if args.cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i, user in enumerate(timed):
         engine.recommend(request(user, i))
     total = (time.perf_counter() - started) / len(timed) * 1000
-    print(f"total {total:.2f} ms/request over {len(timed)} requests (pid {os.getpid()})")
+    cpu = (time.process_time() - cpu_started) / len(timed) * 1000
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
+    # (CPU time holds on a busy machine, where the stages' wall times stretch)
+    print(
+        f"total {total:.2f} ms/request, CPU {cpu:.2f} ms/request over {len(timed)} requests "
+        f"(pid {os.getpid()})"
+    )
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"{label:40s} {seconds / len(timed) * 1000:6.2f}")
     engine.close()

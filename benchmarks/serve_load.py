@@ -101,6 +101,33 @@ def _move_alias(workspace: Workspace, after: float, to: str, done: dict) -> None
     done["to"], done["at"] = to, after
 
 
+def _worker_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by each service worker under the server process ``pid``
+    (BentoML's workers run ``_bentoml_impl.worker.service``)."""
+    import psutil
+
+    out = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any("worker.service" in part for part in child.cmdline()):
+                times = child.cpu_times()
+                out[child.pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _cpu_split(before: dict[int, float], after: dict[int, float], requests: int) -> dict:
+    """Each worker's CPU seconds during a phase and the CPU milliseconds per request: a
+    worker doing most of the work queues requests while the other idles."""
+    used = {pid: round(after[pid] - before.get(pid, 0.0), 2) for pid in sorted(after)}
+    total = sum(used.values())
+    return {
+        "worker_cpu_s": list(used.values()),
+        "cpu_ms_per_request": round(1000 * total / requests, 2) if requests else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="workspace with a production model")
@@ -143,10 +170,14 @@ def main() -> None:
             if mode == "uncached":
                 _forget_cached_lists(workspace)
             bodies = loadgen.make_bodies(users, mode, 10, n, now=now)
+            before = _worker_cpu(process.pid)
             figures[mode] = loadgen.run_load(
                 url, args.rate, args.duration, bodies, warmup=args.warmup,
                 prime=mode == "cached",
             )  # fmt: skip
+            # (warm-up and priming requests are in the CPU too)
+            sent = figures[mode]["sent"] + figures[mode]["warmup"].get("sent", 0)
+            figures[mode]["server"] = _cpu_split(before, _worker_cpu(process.pid), sent)
         if args.move_alias:
             client = _client(workspace)
             current = client.get_model_version_by_alias(MODEL, "production").version
@@ -176,9 +207,11 @@ def main() -> None:
         if mode in figures:
             p99 = figures[mode]["latency_ms"]["p99"]
             verdict = "PASS" if p99 is not None and p99 < budget else "FAIL"
+            server = figures[mode]["server"]
             print(
                 f"{mode}: p99 {p99} ms at {args.rate:g}/s (budget {budget} ms), "
-                f"error rate {figures[mode]['error_rate']}: {verdict}"
+                f"error rate {figures[mode]['error_rate']}: {verdict}; workers' CPU "
+                f"{server['worker_cpu_s']} s, {server['cpu_ms_per_request']} ms a request"
             )
     if "alias_move" in figures:
         move = figures["alias_move"]

@@ -37,6 +37,8 @@ class FeedbackResponse(Strict):
 class Status(Strict):
     model_version: str | None
     alias: str
+    canary_version: str | None = None
+    canary_weight: float = 0.0
     online_store: bool
     cache: bool
     last_error: str
@@ -68,6 +70,18 @@ def _metrics():
             name="recsys_feedback_events",
             documentation="feedback events accepted",
             labelnames=["event_type"],
+        ),
+        # the alert rules' error rate: requests that failed with a server error (5xx), not
+        # the rejected ones (4xx, counted by recsys_request_seconds{outcome="rejected"})
+        "errors": Counter(
+            name="recsys_errors",
+            documentation="requests that failed with a server error, by endpoint",
+            labelnames=["endpoint"],
+        ),
+        "cache": Counter(
+            name="recsys_cache_lookups",
+            documentation="answers from the cache (hit) or computed (miss), for a hit rate",
+            labelnames=["endpoint", "result"],
         ),
     }
 
@@ -116,6 +130,10 @@ class RecsysService:
                 time.perf_counter() - started
             )
             raise exc.as_validation_error(endpoint) from None
+        except Exception:
+            self.metrics["latency"].labels(endpoint, "error").observe(time.perf_counter() - started)
+            self.metrics["errors"].labels(endpoint).inc()
+            raise
         self.metrics["latency"].labels(endpoint, "ok").observe(time.perf_counter() - started)
         if isinstance(response, RecommendResponse):
             path = "fallback" if response.fallback else "cached" if response.cached else "computed"
@@ -124,6 +142,7 @@ class RecsysService:
             ).inc()
             if response.fallback:
                 self.metrics["fallbacks"].labels(endpoint).inc()
+            self.metrics["cache"].labels(endpoint, "hit" if response.cached else "miss").inc()
         return response
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)

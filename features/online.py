@@ -177,17 +177,17 @@ class OnlineReader:
             user = self._read("user", [c.USER_ID], [(user_id,)])[0]
         return _session(user or {})
 
-    def read_user(self, user_id: str) -> OnlineRead:
-        """The user's values alone (``read`` of no products and no categories), with an
-        empty frame of products made once: a frame costs more than the read."""
+    def read_user(self, user_id: str, categories: list[str] | tuple[str, ...] = ()) -> OnlineRead:
+        """The user's values and affinities to ``categories`` (``read`` of no products), with
+        an empty frame of products made once: a frame costs more than the read."""
         if self._redis is None:
-            return self.read(user_id, [], [])
-        user, _, _, _ = self.read_columns(user_id, [], [])
+            return self.read(user_id, [], list(categories))
+        user, _, _, affinity = self.read_columns(user_id, [], list(categories))
         if self._no_items is None:
             self._no_items = pd.DataFrame(
                 {c.ITEM_ID: [], **{name: [] for name in self.groups["item"].columns}}
             )
-        return OnlineRead(user=user, items=self._no_items)
+        return OnlineRead(user=user, items=self._no_items, affinity=affinity)
 
     def read_columns(
         self, user_id: str, item_ids: list[str], categories: list[str]

@@ -41,6 +41,26 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         return self.recommender.recommend(model_input, k, self._features())
 
 
+def log_recommender(model: Recommender, model_name: str, **options) -> str:
+    """Log ``model`` in the active run as the ``recommender`` pyfunc and register it under
+    ``model_name``; returns the new version. Every version is made here, in the one form
+    serving loads; ``options`` go to ``mlflow.pyfunc.log_model`` (requirements, signature,
+    metadata)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model.save(Path(tmp) / ARTIFACT)
+        info = mlflow.pyfunc.log_model(
+            name="recommender",
+            python_model=RecommenderModel(),
+            artifacts={ARTIFACT: str(folder)},
+            registered_model_name=model_name,
+            **options,
+        )
+    return str(info.registered_model_version)
+
+
 def load_recommender(uri: str) -> Recommender:
     """The Recommender behind a registry URI such as ``models:/recsys-recommender@production``."""
     model = mlflow.pyfunc.load_model(uri)

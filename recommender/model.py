@@ -165,6 +165,18 @@ class Recommender:
             self.__dict__.setdefault("_keys", {})[name] = keys
         return frame.iloc[rows_of(keys, users)]
 
+    def touched_categories(self, user_id: str) -> list[str]:
+        """The categories of every item the user touched in the model's data: those whose
+        user-category affinity the online store can hold, read with the user's own row."""
+        keys = self.__dict__.get("_keys", {}).get("touched")
+        if keys is None or len(keys) != len(self.touched):
+            self._stored("touched", np.array([], dtype=object))
+            keys = self._keys["touched"]
+        rows = rows_of(keys, np.array([user_id], dtype=object))
+        items = self.touched[ITEM].to_numpy()[rows]
+        cats = self.catalog.facts[c.CATEGORY].to_numpy(dtype=object)[items]
+        return sorted({x for x in cats if isinstance(x, str) and x})
+
     def batch(self, requests: pd.DataFrame) -> Batch:
         """Requests (``user_id``, optional ``ts``, ``device``, ``country``, ``age``,
         ``gender``, ``session_item_ids``) with each user's stored past and live session.

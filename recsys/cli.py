@@ -214,6 +214,70 @@ def cmd_registry_apply(args: argparse.Namespace) -> int:
     return apply(_workspace(args), args.file, args.policy)
 
 
+def cmd_monitor_drift(args: argparse.Namespace) -> int:
+    from monitoring.commands import drift
+
+    return drift(
+        _workspace(args),
+        args.reference,
+        args.current,
+        args.thresholds,
+        args.out,
+        not args.no_served,
+        args.json,
+    )
+
+
+def cmd_monitor_performance(args: argparse.Namespace) -> int:
+    from monitoring.commands import performance
+
+    return performance(_workspace(args), args.window, args.new_days, args.json)
+
+
+def cmd_canary_start(args: argparse.Namespace) -> int:
+    from canary.commands import start
+
+    return start(
+        _workspace(args), args.version, args.reason, args.steps, args.model, args.policy,
+        args.gates,
+    )  # fmt: skip
+
+
+def cmd_canary_status(args: argparse.Namespace) -> int:
+    from canary.commands import status
+
+    return status(_workspace(args), args.model, args.policy, args.json)
+
+
+def cmd_canary_run(args: argparse.Namespace) -> int:
+    from canary.commands import run
+
+    return run(_workspace(args), args.model, args.policy, args.once, args.timeout)
+
+
+def cmd_canary_abort(args: argparse.Namespace) -> int:
+    from canary.commands import abort
+
+    return abort(_workspace(args), args.reason, args.model)
+
+
+def cmd_canary_report(args: argparse.Namespace) -> int:
+    from canary.commands import report
+
+    return report(
+        _workspace(args), args.a, args.b, args.since, args.until, args.hours, args.out, args.json
+    )
+
+
+def cmd_canary_simulate(args: argparse.Namespace) -> int:
+    from canary.commands import simulate
+
+    return simulate(
+        args.url, args.shop, args.seconds, args.requests, args.rate, args.threads, args.seed,
+        args.json,
+    )  # fmt: skip
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
@@ -561,6 +625,182 @@ def build_parser() -> argparse.ArgumentParser:
         "--file", metavar="FILE", help="desired state (default: registry/promotions.yaml)"
     )
     p.add_argument("--policy", metavar="FILE", help=policy_help)
+
+    p = command(
+        "monitor",
+        lambda a: 2,
+        "drift and online-performance reports",
+        "After deployment: is the data still like the training data, are the served lists\n"
+        "still healthy, and what do users do with them. Windows are FROM..TO (dates or\n"
+        "instants, UTC when naive, TO excluded), e.g. 2026-03-01..2026-04-01.",
+    )
+    mon = p.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
+    p = command(
+        "drift",
+        cmd_monitor_drift,
+        "Evidently drift reports; exit code 1 on drift",
+        "Compare a current window with a reference window and judge it by the thresholds\n"
+        "file (default monitoring/thresholds.yaml):\n"
+        "  features         the lake's events: department, category, price, device,\n"
+        "                   country, event type (Evidently DataDriftPreset);\n"
+        "  predictions      the lists the service logged: scores, department, category,\n"
+        "                   popularity band, price of the recommended items, against the\n"
+        "                   reference window's served lists (or, when the service logged\n"
+        "                   none then, against what users interacted with);\n"
+        "  recommendations  coverage, novelty, share of popular ('head') items.\n"
+        "Writes features.html, predictions.html (Evidently) and summary.json to --out.\n"
+        "Exit code 0: no drift; 1: drift beyond a threshold (the monitor workflow then\n"
+        "dispatches retraining); 2: an error.\n\n"
+        "example: recsys monitor drift --reference 2025-04-01..2025-06-01 \\\n"
+        "             --current 2026-02-15..2026-04-01",
+        parent=mon,
+    )
+    p.add_argument(
+        "--current",
+        metavar="FROM..TO",
+        help="window judged (default: the last 14 days of the lake and the served log)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="FROM..TO",
+        help="the training reference (default: the 56 days before the current window)",
+    )
+    p.add_argument("--thresholds", metavar="FILE", help="thresholds YAML")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="report folder (default: $RECSYS_HOME/reports/monitoring/drift-FROM_TO)",
+    )
+    p.add_argument("--no-served", action="store_true", help="lake only: do not read the served log")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p = command(
+        "performance",
+        cmd_monitor_performance,
+        "click-through, conversion, revenue per request, by version, day, segment",
+        "Online performance from the feedback log: each feedback event counts for the\n"
+        "served answer its request_id names. ctr = clicks / impressions, conversion =\n"
+        "purchases / impressions, revenue per request = attributed purchase revenue /\n"
+        "served requests; by model version and variant, by day and model version, and by\n"
+        "segment (new, light, regular, heavy users and new products, as offline\n"
+        "evaluation defines them, from the lake).",
+        parent=mon,
+    )
+    p.add_argument(
+        "--window",
+        metavar="FROM..TO",
+        help="requests served in this window (default: the served log's last 7 days)",
+    )
+    p.add_argument(
+        "--new-days",
+        type=float,
+        metavar="DAYS",
+        help="a product this young counts as new (default: the training config's, 30)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+
+    p = command(
+        "canary",
+        lambda a: 2,
+        "canary releases: user-sticky split, live analysis, automatic rollback",
+        "A new version takes a growing share of users (a stable hash of the user id, so\n"
+        "one user sees one variant) through a schedule of steps. At every look the\n"
+        "controller compares canary and production on errors, a latency percentile and\n"
+        "user response from /feedback (click-through and conversion per impression, by a\n"
+        "sequential test that stays valid however often it looks). A breach rolls the\n"
+        "canary back at once; passing every step promotes it to production. Each decision\n"
+        "is recorded in the registry history with its statistics. Policy: canary/policy.yaml;\n"
+        "see canary/README.md.",
+    )
+    can = p.add_subparsers(dest="canary_command", metavar="ACTION", required=True)
+    canary_policy_help = "canary policy YAML (default: canary/policy.yaml)"
+    p = command(
+        "start",
+        cmd_canary_start,
+        "put a version in canary at the schedule's first weight",
+        "Promote VERSION to the canary stage (it must have passed the staging gates) unless\n"
+        "it is the canary already, and give it the first step's share of users. The\n"
+        "schedule: --steps, else the one `registry apply` set for this version from\n"
+        "registry/promotions.yaml, else the policy's.\n\n"
+        "example: recsys canary start 7 --reason 'new ALS factors' --steps 5:30,25:60,100:30",
+        parent=can,
+    )
+    p.add_argument("version", metavar="VERSION", help="model version number")
+    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit)")
+    p.add_argument(
+        "--steps", metavar="W:MIN,...", help="schedule: weight percent and minutes per step"
+    )
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--policy", metavar="FILE", help=canary_policy_help)
+    p.add_argument("--gates", metavar="FILE", help=policy_help)
+    p = command(
+        "status",
+        cmd_canary_status,
+        "the canary's step and a live analysis (changes nothing)",
+        "The running (or last) canary: version, step, looks, decision; and, while it runs,\n"
+        "both variants side by side with the sequential test's intervals.",
+        parent=can,
+    )
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--policy", metavar="FILE", help=canary_policy_help)
+    p.add_argument("--json", metavar="FILE", help="also write state and analysis as JSON")
+    p = command(
+        "run",
+        cmd_canary_run,
+        "look, step, roll back or promote until the canary is decided",
+        "Analyse every look_seconds; roll back on any breach, move to the next step when\n"
+        "a step's minutes have passed with the minimum sample and no breach, promote after\n"
+        "the last. --once: a single look and decision (a CronJob's way). Exit code 0 while\n"
+        "running or promoted, 1 when rolled back or aborted.",
+        parent=can,
+    )
+    p.add_argument("--once", action="store_true", help="one look and decision, then exit")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop looking after this")
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p.add_argument("--policy", metavar="FILE", help=canary_policy_help)
+    p = command(
+        "abort",
+        cmd_canary_abort,
+        "end the canary now: weight 0, canary alias removed",
+        "example: recsys canary abort --reason 'incident 42: freeze releases'",
+        parent=can,
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why (required; recorded in the audit)")
+    p.add_argument("--model", default="recsys-recommender", help=model_help)
+    p = command(
+        "report",
+        cmd_canary_report,
+        "A/B report of two versions over a period, per segment",
+        "Lift of version B over version A with 95% intervals on click-through, conversion\n"
+        "and revenue per request, overall and per user segment (new, light, regular,\n"
+        "heavy), from the service's served log and /feedback. Users are the unit.\n\n"
+        "example: recsys canary report --a 6 --b 7 --since 2026-11-20T00:00",
+        parent=can,
+    )
+    p.add_argument("--a", required=True, metavar="VERSION", help="version A (the baseline)")
+    p.add_argument("--b", required=True, metavar="VERSION", help="version B")
+    p.add_argument("--since", metavar="TIME", help="ISO-8601 start (default: --hours ago)")
+    p.add_argument("--until", metavar="TIME", help="ISO-8601 end (default: now)")
+    p.add_argument("--hours", type=float, default=24.0, help="period without --since (24)")
+    p.add_argument("--out", metavar="FILE", help="also write the Markdown report")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p = command(
+        "simulate",
+        cmd_canary_simulate,
+        "simulated shoppers of a generated shop send requests and feedback",
+        "Shoppers of a generated shop (its ground_truth/) ask the running service for\n"
+        "recommendations and send feedback: impressions, clicks that follow their hidden\n"
+        "tastes, purchases. Lets a canary run end to end on one machine.\n\n"
+        "example: recsys canary simulate --url http://127.0.0.1:3000 --shop shop/ --seconds 600",
+        parent=can,
+    )
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="the service")
+    p.add_argument("--shop", required=True, metavar="DIR", help="a `recsys generate` folder")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long (default: 60)")
+    p.add_argument("--requests", type=_positive, help="stop after this many requests")
+    p.add_argument("--rate", type=float, help="requests a second in all (default: as fast)")
+    p.add_argument("--threads", type=_positive, default=4, help="concurrent shoppers (4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the tally as JSON")
 
     p = command(
         "convert",

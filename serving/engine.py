@@ -9,11 +9,13 @@ computed, and feedback always reaches the durable log first.
 
 import gc
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +28,7 @@ from recommender.model import Recommender
 from recommender.state import ITEM, TS
 from recsys import columns as c
 from recsys.workspace import Workspace
-from serving import reasons
+from serving import reasons, split
 from serving.cache import (
     Breaker,
     MemoryCache,
@@ -53,7 +55,29 @@ logger = logging.getLogger(__name__)
 # a reason to degrade
 STORE_ERRORS = (OSError, ConnectionError, TimeoutError, RedisError, sqlite3.Error)
 # feedback kinds in the session's terms: a click is a view of the product page
+# products per background read of their rows: a short read (some 10 ms) under the request
+# path's store timeout, so it does not hold the worker's other threads
+PRODUCT_CHUNK = 250
 SESSION_KIND = {"click": c.VIEW, "cart": c.CART, "purchase": c.PURCHASE}
+# answers remembered per worker to stamp their feedback with variant and version (~20 MB)
+RECENT_ANSWERS = 100_000
+
+
+class InjectedFault(RuntimeError):
+    """The error a canary version's fault tags asked for (serving.split.fault_of)."""
+
+
+def _inject(fault: tuple[float, float]) -> None:
+    """Delay, and maybe fail, a canary request as its version's fault tags say: the honest
+    stand-in for a slow or failing candidate in tests and demonstrations (off unless the
+    service runs with RECSYS_SERVE_FAULT_INJECTION=true)."""
+    import random
+
+    delay, rate = fault
+    if delay > 0:
+        time.sleep(delay)
+    if rate > 0 and random.random() < rate:
+        raise InjectedFault(f"fault injected by the canary version's tags (rate {rate:g})")
 
 
 def _single_threaded_ranker(model: Recommender) -> None:
@@ -109,10 +133,29 @@ class Engine:
             settings.model_name, settings.alias, self._prepare, settings.reload_seconds
         )
         self.follower.check()
+        # the canary: a second follower whose version answers a user-sticky share (serving.split)
+        self.canary: ModelFollower | None = None
+        if settings.canary_alias and settings.canary_alias != settings.alias:
+            self.canary = ModelFollower(
+                settings.model_name,
+                settings.canary_alias,
+                self._prepare,
+                settings.reload_seconds,
+                optional=True,
+            )
+            self.canary.check()
+        # (the canary follower's tags, version, weight, salt, fault) as last read by _pick
+        self._split_of: tuple = (None, None, 0.0, "", None)
+        # request id -> (variant, model version) of recent answers, stamped on their feedback
+        self._recent: dict[str, tuple[str, str]] = {}
+        self._recent_lock = threading.Lock()
         self._stop = threading.Event()
         if background:
             self.follower.start()
+            if self.canary is not None:
+                self.canary.start()
             threading.Thread(target=self._push_loop, name="session-push", daemon=True).start()
+            threading.Thread(target=self._product_loop, name="product-refresh", daemon=True).start()
 
     # ------------------------------------------------------------------ set-up
     def _open_store(self):
@@ -167,6 +210,11 @@ class Engine:
             else None
         )
         prepared = Prepared(version, model, Rules(model.catalog), features, threading.Lock())
+        if features is not None and features.item_ttl > 0:  # products held before requests
+            ids = model.catalog.items.ids
+            self._read_products(
+                lambda: features.refresh(ids, features.item_ttl, chunk=PRODUCT_CHUNK)
+            )
         # index the stored histories now, not on the first request
         for name in ("past", "touched", "segments"):
             model._stored(name, np.array(["warm-up"], dtype=object))
@@ -201,9 +249,9 @@ class Engine:
         return self.follower.current is not None
 
     # ------------------------------------------------------------------ online store
-    def _online_user(self, user_id: str):
-        """The user's stored features and session (an ``OnlineRead``), or why they are
-        missing."""
+    def _online_user(self, user_id: str, categories: list[str] | tuple[str, ...] = ()):
+        """The user's stored features, session and affinities to ``categories`` (an
+        ``OnlineRead``), or why they are missing."""
         if self.reader is None:
             return None, "online store unavailable at start"
         if not self.store_breaker.closed:
@@ -212,8 +260,8 @@ class Engine:
         read_user = getattr(self.reader, "read_user", None)
         try:
             if read_user is not None:
-                return read_user(user_id), None
-            return self.reader.read(user_id, [], []), None
+                return read_user(user_id, categories), None
+            return self.reader.read(user_id, [], list(categories)), None
         except Exception as exc:
             self._store_failed(exc)
             return None, f"online store unavailable ({type(exc).__name__})"
@@ -224,9 +272,46 @@ class Engine:
         self.store_breaker.trip(exc)
 
     # ------------------------------------------------------------------ /recommend
+    def _pick(self, user_id: str | None) -> tuple[Prepared, str, tuple[float, float] | None]:
+        """The variant that answers ``user_id``: the canary's state when the canary alias is
+        loaded with a weight and the user's bucket is below it, else production's; with the
+        canary's fault injection (``serving.split.fault_of``) when it applies."""
+        follower = self.canary
+        if follower is not None and user_id is not None:
+            loaded = follower.current
+            meta = follower.tags
+            split_of = self._split_of
+            if split_of[0] is not meta:  # the tags changed (read once per check, not per request)
+                version, tags = meta
+                fault = split.fault_of(tags) if self.settings.fault_injection else None
+                salt = split.split_salt(self.settings.split_salt, version or "")
+                split_of = self._split_of = (meta, version, split.weight_of(tags), salt, fault)
+            _, version, weight, salt, fault = split_of
+            if (
+                loaded is not None
+                and version == loaded.version
+                and weight > 0
+                and split.bucket(user_id, salt) < weight
+            ):
+                return loaded.state, split.CANARY, fault
+        return self.current, split.PRODUCTION, None
+
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         started = time.perf_counter()
-        state = self.current
+        state, variant, fault = self._pick(request.user_id)
+        try:
+            if fault is not None:
+                _inject(fault)
+            return self._recommend(request, state, variant, started)
+        except RequestError:
+            raise
+        except Exception as exc:
+            self._log_error("recommend", request.user_id, state, variant, started, exc)
+            raise
+
+    def _recommend(
+        self, request: RecommendRequest, state: Prepared, variant: str, started: float
+    ) -> RecommendResponse:
         request_id = uuid.uuid4().hex
         ts = (request.context.timestamp or datetime.now(UTC)).timestamp()
         key = entry_key(
@@ -247,7 +332,7 @@ class Engine:
             response = RecommendResponse(
                 items=[Item(**item) for item in hit["items"][: request.k]],
                 model_version=state.version,
-                variant="production",
+                variant=variant,
                 request_id=request_id,
                 fallback=None,
                 cached=True,
@@ -259,7 +344,7 @@ class Engine:
         response = RecommendResponse(
             items=items,
             model_version=state.version,
-            variant="production",
+            variant=variant,
             request_id=request_id,
             fallback=fallback,
         )
@@ -273,7 +358,10 @@ class Engine:
     ) -> tuple[list[Item], str | None]:
         """The request path without the cache: online features, candidates under the rules,
         ranking, reasons; the fallback says what was missing."""
-        read, fallback = self._online_user(request.user_id)
+        # the affinities the user can have come with the user's row: with the products
+        # held in-process, ranking then needs no second read
+        categories = state.model.touched_categories(request.user_id)
+        read, fallback = self._online_user(request.user_id, categories)
         user = read.user if read is not None else {}
         session = list(request.session_item_ids)
         if read is not None and read.session is not None:
@@ -297,7 +385,11 @@ class Engine:
         )
         model = state.model
         batch = model.batch(frame)
-        source = state.features if fallback is None and state.features is not None else NoFeatures()
+        source = (
+            state.features.prefetched(read.user, read.affinity, categories)
+            if fallback is None and state.features is not None
+            else NoFeatures()
+        )
         try:
             ranked = model.recommend_batch(
                 batch, request.k, source, allowed=allowed, limit=self.settings.candidates
@@ -386,7 +478,7 @@ class Engine:
 
     def similar(self, request: SimilarRequest) -> RecommendResponse:
         started = time.perf_counter()
-        state = self.current
+        state, variant, _ = self._pick(request.user_id)  # (faults are /recommend's only)
         model = state.model
         row = self._product_row(state, request.item_id)
         filters = request.filters
@@ -427,7 +519,7 @@ class Engine:
         response = RecommendResponse(
             items=items,
             model_version=state.version,
-            variant="production",
+            variant=variant,
             request_id=uuid.uuid4().hex,
         )
         self._log(response, "similar_items", request.user_id, started)
@@ -448,6 +540,9 @@ class Engine:
                 "event_ts": e.timestamp or now,
                 "session_id": e.session_id,
                 "price": e.price,
+                # the answer's variant and version when this worker served it (else the
+                # canary analysis finds them in the served log by request id)
+                **self._served_as(e.request_id),
             }
             for e in events
         ]
@@ -490,6 +585,38 @@ class Engine:
             self.cache.invalidate(user)
         return updated
 
+    def _read_products(self, read: Callable[[], int]) -> None:
+        """Run a read of product rows (``read`` returns how many); skipped while the store
+        is known down, and a failure is logged, not counted against the store: requests
+        read what is still stale."""
+        if not self.store_breaker.closed:
+            return
+        started = time.perf_counter()
+        try:
+            count = read()
+        except STORE_ERRORS as exc:
+            logger.warning("product rows not refreshed (%s); requests read them", exc)
+            return
+        if count:
+            logger.debug("%d product rows read in %.2fs", count, time.perf_counter() - started)
+
+    def _product_loop(self) -> None:
+        """Product rows change when the online store is materialised: each second, read
+        again the share of held rows that keeps every row younger than ``item_ttl``, so a
+        request finds its candidates' rows held and no second has much more to read than
+        another."""
+        ttl = self.settings.item_ttl
+        if ttl <= 0:  # (nothing is held)
+            return
+        while not self._stop.wait(1.0):
+            loaded = self.follower.current
+            features = loaded.state.features if loaded is not None else None
+            if features is not None:
+                share = math.ceil(len(features.products) / max(ttl / 2, 1.0))
+                self._read_products(
+                    lambda f=features, n=share: f.refresh_stalest(n, ttl / 2, chunk=PRODUCT_CHUNK)
+                )
+
     def _push_loop(self) -> None:
         while not self._stop.wait(self.settings.push_seconds):
             try:
@@ -499,8 +626,37 @@ class Engine:
                 logger.warning("background feedback work failed: %s", exc)
 
     # ------------------------------------------------------------------ bookkeeping
+    def _served_as(self, request_id: str | None) -> dict[str, str]:
+        served = self._recent.get(request_id) if request_id else None
+        return {"variant": served[0], "model_version": served[1]} if served else {}
+
+    def _log_error(
+        self,
+        endpoint: str,
+        user_id: str | None,
+        state: Prepared,
+        variant: str,
+        started: float,
+        exc: BaseException,
+    ) -> None:
+        """A failed answer in the served log (endpoint ``<endpoint>:error``), so the canary
+        analysis counts each variant's errors beside its answers."""
+        response = RecommendResponse(
+            items=[],
+            model_version=state.version,
+            variant=variant,
+            request_id=uuid.uuid4().hex,
+            fallback=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        self._log(response, f"{endpoint}:error", user_id, started)
+
     def _log(self, response: RecommendResponse, endpoint: str, user_id, started: float) -> None:
         latency = (time.perf_counter() - started) * 1000
+        with self._recent_lock:
+            recent = self._recent
+            recent[response.request_id] = (response.variant, response.model_version)
+            if len(recent) > RECENT_ANSWERS:
+                del recent[next(iter(recent))]
         self.feedback_log.log_served(
             {
                 "request_id": response.request_id,
@@ -519,9 +675,13 @@ class Engine:
 
     def health(self) -> dict[str, object]:
         loaded = self.follower.current
+        canary = self.canary.current if self.canary is not None else None
+        version, tags = self.canary.tags if self.canary is not None else (None, {})
         return {
             "model_version": loaded.version if loaded else None,
             "alias": self.settings.alias,
+            "canary_version": canary.version if canary else None,
+            "canary_weight": split.weight_of(tags) if canary and version == canary.version else 0.0,
             "online_store": self._store_up(),
             "cache": self.cache.healthy,
             "last_error": self.follower.last_error or self.store_breaker.last_error,
@@ -538,4 +698,6 @@ class Engine:
     def close(self) -> None:
         self._stop.set()
         self.follower.stop()
+        if self.canary is not None:
+            self.canary.stop()
         self.feedback_log.close()

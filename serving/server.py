@@ -30,11 +30,20 @@ def command(port: int, host: str) -> list[str]:
 # (XGBoost) only contend with the other workers' requests (p50 34-41 ms with them, 23-26 ms
 # without, one worker on 2 cores); a value set by the caller wins
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# BentoML reads ``model_fields`` from each request's pydantic instance, which pydantic 2.11
+# deprecates; the warning is written again whenever a library's ``catch_warnings`` resets
+# the registry of shown warnings (MLflow's, every alias check): nearly once a request, each
+# costing its CPU. Set at start-up, the filter outlives those resets.
+QUIET = {
+    "PYTHONWARNINGS": "ignore:Accessing the 'model_fields' attribute on the instance"
+    ":DeprecationWarning"
+}
 
 
 def environment(workspace: Workspace, workers: int, alias: str | None) -> dict[str, str]:
     env = {
         **SINGLE_THREADED,
+        **QUIET,
         **os.environ,
         HOME_ENV: str(workspace.home),
         PROFILE_ENV: workspace.profile,

@@ -14,9 +14,27 @@ CONFIG_ENV = "RECSYS_SERVE_CONFIG"
 class ServeConfig(FrozenModel):
     model_name: str = Field("recsys-recommender", description="registered model to serve")
     alias: str = Field("production", description="registry alias the service follows")
+    canary_alias: str = Field(
+        "canary",
+        description="alias of the canary that takes a user-sticky share of the requests, by the "
+        "weight on its version's tags ('' switches the split off: every request is the alias's)",
+    )
+    split_salt: str = Field(
+        "recsys-canary", min_length=1, description="salt of the user hash of the canary split"
+    )
+    fault_injection: bool = Field(
+        False,
+        description="honour the canary.fault.* tags of a canary version (delay, errors): for "
+        "demonstrating and testing the canary's guardrails, never in production",
+    )
     candidates: int = Field(300, ge=10, le=5_000, description="candidates ranked per request")
     cache_ttl: float = Field(300.0, ge=0, description="seconds a cached list may be served")
-    item_ttl: float = Field(60.0, ge=0, description="seconds product features are kept")
+    item_ttl: float = Field(
+        300.0,
+        ge=0,
+        description="seconds a product's stored features are held in-process before they are "
+        "read again (they change when the online store is materialised; 0: read per request)",
+    )
     reload_seconds: float = Field(10.0, gt=0, description="how often the alias is checked")
     store_timeout: float = Field(0.05, gt=0, description="Redis socket timeout (seconds)")
     retry_seconds: float = Field(2.0, ge=0, description="pause before retrying a failed store")

@@ -27,3 +27,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def drop_prefixed_tables(prefix: str, url: str = PG_URL) -> None:
+    """Drop the tables a test made under its own name prefix (the database is shared)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        metadata = sa.MetaData()
+        metadata.reflect(engine, only=lambda name, _: name.startswith(prefix))
+        metadata.drop_all(engine)
+    finally:
+        engine.dispose()

@@ -392,7 +392,7 @@ def serving_stack(
         registry = home / "mlflow" / "mlflow.db"
         shutil.copyfile(model.workspace.home / "mlflow" / "mlflow.db", registry)
         tracking_uri = f"sqlite:///{registry}"
-        env |= {
+        env = {
             "RECSYS_FEAST_PROJECT": project,
             "RECSYS_PG_SCHEMA": project,
             "RECSYS_PG_DATABASE": "test",
@@ -400,7 +400,7 @@ def serving_stack(
             "RECSYS_REDIS_PORT": str(redis_port),
             "RECSYS_FEEDBACK_URL": FEEDBACK_URL,
             "MLFLOW_TRACKING_URI": tracking_uri,
-        }
+        } | env  # the caller's settings win (e.g. a feedback database of its own)
     else:
         raise ValueError(f"no serving stack for profile {profile!r}")
 

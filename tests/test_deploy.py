@@ -40,6 +40,15 @@ ALL_ON = [
     "serviceAccount.annotations.example=demo",
     "service.annotations.example=demo",
     "podAnnotations.example=demo",
+    "monitoring.dashboard.enabled=true",
+    "canaryAnalysis.enabled=true",
+]
+# the Prometheus Operator's kinds: CRDs, which kubernetes-validate has no schema for
+MONITORING_ON = [
+    "monitoring.prometheusRule.enabled=true",
+    "monitoring.serviceMonitor.enabled=true",
+    "monitoring.dashboard.enabled=true",
+    "monitoring.labels.release=kube-prometheus-stack",
 ]
 
 
@@ -304,7 +313,13 @@ def test_workflows_triggers_permissions_and_pins():
     # given the workflows
     workflows = _workflows()
     # then each one there is triggered as the README says
-    assert set(workflows) == {"tests.yml", "retrain.yml", "promotion.yml", "feature-repo.yml"}
+    assert set(workflows) == {
+        "tests.yml",
+        "retrain.yml",
+        "promotion.yml",
+        "feature-repo.yml",
+        "monitor.yml",
+    }
     tests = _triggers(workflows["tests.yml"])
     assert "pull_request" in tests and tests["push"]["branches"] == ["main"]
     retrain = _triggers(workflows["retrain.yml"])
@@ -312,6 +327,8 @@ def test_workflows_triggers_permissions_and_pins():
     promotion = _triggers(workflows["promotion.yml"])
     assert "registry/promotions.yaml" in promotion["pull_request"]["paths"]
     assert promotion["push"]["paths"] == ["registry/promotions.yaml"]
+    monitor = _triggers(workflows["monitor.yml"])
+    assert monitor["schedule"][0]["cron"] and "workflow_dispatch" in monitor
     features = _triggers(workflows["feature-repo.yml"])
     assert features["pull_request"]["paths"] == ["feature_repo/**"]
     assert features["push"]["paths"] == ["feature_repo/**"]
@@ -325,3 +342,159 @@ def test_workflows_triggers_permissions_and_pins():
         # and concurrency is bounded, for the workflow or for each job
         jobs = workflow["jobs"].values()
         assert "concurrency" in workflow or all("concurrency" in job for job in jobs), name
+
+
+# --- monitoring: alert rules, scrape, dashboard --------------------------------------------
+
+
+def _exported_metrics() -> set[str]:
+    """The sample names bentos/service.py exports: a Counter NAME as NAME_total, a Histogram
+    as NAME_bucket, NAME_count and NAME_sum (prometheus_client's naming)."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "bentos" / "service.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
+            "Counter",
+            "Histogram",
+        ):
+            name = next(k.value.value for k in node.keywords if k.arg == "name")
+            suffixes = ("_total",) if node.func.id == "Counter" else ("_bucket", "_count", "_sum")
+            names |= {name + suffix for suffix in suffixes}
+    return names
+
+
+def _check_promql(expr: str, exported: set[str], recorded: set[str]) -> None:
+    """Every metric the expression reads is one the service exports or a recording rule;
+    with promql-parser installed (not a pinned dependency), the expression also parses."""
+    for name in re.findall(r"\brecsys[_:][A-Za-z0-9_:]*", expr):
+        known = exported if ":" not in name else recorded
+        assert name in known, (name, expr)
+    assert expr.count("(") == expr.count(")"), expr
+    try:
+        import promql_parser
+    except ImportError:
+        return
+    promql_parser.parse(expr)
+
+
+def test_alert_rules_render_with_the_operators_thresholds(helm):
+    # given the chart with the Prometheus Operator objects on
+    docs = _render(helm, *MONITORING_ON)
+    (rule,) = _kind(docs, "PrometheusRule")
+    (monitor,) = _kind(docs, "ServiceMonitor")
+    assert rule["apiVersion"] == monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rules = [item for group in rule["spec"]["groups"] for item in group["rules"]]
+    recorded = {item["record"] for item in rules if "record" in item}
+    alerts = {item["alert"]: item for item in rules if "alert" in item}
+    exported = _exported_metrics()
+    assert {"recsys_errors_total", "recsys_cache_lookups_total"} <= exported
+    # GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens
+    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / "docs" / "runbook.md").read_text(), re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    # then every rule is a recording rule or an alert over metrics the service exports
+    for item in rules:
+        assert ("record" in item) != ("alert" in item), item
+        _check_promql(item["expr"], exported, recorded)
+    # and the alerts carry the operators' thresholds, a severity and a runbook section
+    assert alerts["RecsysLatencyP99High"]["expr"].endswith("> 0.2")
+    assert alerts["RecsysErrorRateHigh"]["expr"].endswith("> 0.01")
+    assert (
+        "< (1 - 0.33) * recsys:click_through:trailing_week"
+        in (alerts["RecsysClickThroughDropped"]["expr"])
+    )
+    for name, alert in alerts.items():
+        assert alert["labels"]["severity"] in ("page", "warning"), name
+        assert alert["annotations"]["summary"], name
+        assert alert["annotations"]["runbook"].split("#")[1] in anchors, name
+    # and the scrape selects the Service of both variants, on its http port
+    (service,) = _kind(docs, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_alert_thresholds_are_values(helm, tmp_path):
+    # given other thresholds for an installation, in a values file (--set reads 0.15 as text)
+    def render(rules: dict) -> subprocess.CompletedProcess:
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump({"monitoring": {"prometheusRule": rules}}))
+        return helm("template", "rel", str(CHART), "-f", str(values), check=False)
+
+    done = render({"enabled": True, "latencyP99Seconds": 0.15, "errorRate": 0.02})
+    assert done.returncode == 0, done.stderr
+    (rule,) = _kind([d for d in yaml.safe_load_all(done.stdout) if d], "PrometheusRule")
+    exprs = {
+        item["alert"]: item["expr"]
+        for group in rule["spec"]["groups"]
+        for item in group["rules"]
+        if "alert" in item
+    }
+    # then the alerts use them
+    assert exprs["RecsysLatencyP99High"].endswith("> 0.15")
+    assert exprs["RecsysErrorRateHigh"].endswith("> 0.02")
+    # and a threshold out of range is refused by values.schema.json, naming it
+    done = render({"enabled": True, "errorRate": 3})
+    assert done.returncode != 0 and "errorRate" in done.stderr
+
+
+def test_dashboard_is_a_valid_configmap_with_real_queries(helm):
+    import json
+
+    import kubernetes_validate
+
+    # given the dashboard ConfigMap
+    docs = _render(helm, "monitoring.dashboard.enabled=true")
+    (configmap,) = [
+        d for d in _kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")
+    ]
+    # then it is valid Kubernetes, labelled for Grafana's sidecar
+    assert kubernetes_validate.validate(configmap, KUBE_VERSION, strict=True) == "1.33"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # and its JSON is the chart's file, a dashboard whose every panel queries real metrics
+    (text,) = configmap["data"].values()
+    dashboard = json.loads(text)
+    assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+    exported = _exported_metrics()
+    read = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            _check_promql(target["expr"], exported, set())
+            read |= set(re.findall(r"\brecsys_[A-Za-z0-9_]*", target["expr"]))
+    # and the dashboard shows every metric the service exports (histograms by bucket/count)
+    assert exported - read <= {"recsys_request_seconds_sum"}, exported - read
+
+
+# --- canary: the controller's CronJob ---------------------------------------------------------
+
+
+def test_canary_analysis_is_a_cronjob_running_the_controller_once_a_minute(helm):
+    import kubernetes_validate
+
+    # given the canary controller switched on, with a policy file of its own
+    docs = _render(
+        helm, "canaryAnalysis.enabled=true", "canaryAnalysis.policy=/etc/recsys/canary.yaml"
+    )
+    # when its CronJob is read
+    (cronjob,) = [
+        d for d in _kind(docs, "CronJob") if d["metadata"]["name"] == "rel-recsys-canary-analysis"
+    ]
+    # then it is valid Kubernetes, never overlapping itself, and runs one look of the controller
+    # with the platform's environment (the registry, the feedback database)
+    assert kubernetes_validate.validate(cronjob, KUBE_VERSION, strict=True) == "1.33"
+    assert cronjob["spec"]["schedule"] == "* * * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-5:] == [
+        "canary", "run", "--once", "--policy", "/etc/recsys/canary.yaml",
+    ]  # fmt: skip
+    assert _env(container)["RECSYS_PROFILE"] == "production"
+    # and by default there is none (a canary is started on purpose)
+    assert "rel-recsys-canary-analysis" not in {
+        d["metadata"]["name"] for d in _kind(_render(helm), "CronJob")
+    }

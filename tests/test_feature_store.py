@@ -224,6 +224,37 @@ def test_pushed_session_event_is_visible_online_within_a_second(stack) -> None:
     assert seen["session_item_ids"] == ["p-b;p-a"]
 
 
+def test_a_second_push_in_the_same_second_is_kept(stack) -> None:
+    # given a session pushed with an event at second t
+    updater = SessionUpdater(stack.store, stack.reader)
+    user, now = "same-second-user", int(time.time())
+    updater.push([SessionEvent(user, "p-a", c.VIEW, now)])
+    # when another event of the same second is pushed (the state is no newer by event time)
+    updater.push([SessionEvent(user, "p-b", c.CART, now)])
+    # then the later push replaces the earlier one: both events are in the session
+    state = stack.reader.read_session(user)
+    assert state is not None and state.session_events == 2
+    assert set(state.items) == {"p-a", "p-b"}
+
+
+def test_a_materialisation_never_replaces_a_newer_pushed_session(stack) -> None:
+    from features.store import materialize
+
+    # given a user whose session the lake holds, and a feedback event pushed for them now
+    users, _ = _sample(stack, 25)
+    user = next(u for u in users if stack.reader.read_session(u) is not None)
+    lake_events = stack.reader.read_session(user).session_events
+    SessionUpdater(stack.store, stack.reader).push(
+        [SessionEvent(user, "p-pushed", c.VIEW, int(time.time()))]
+    )
+    # when the whole online store is materialised again from the (older) offline tables
+    materialize(stack.workspace)
+    # then the pushed session is still the one online
+    state = stack.reader.read_session(user)
+    assert state is not None and "p-pushed" in state.items, state
+    assert state.session_events in (1, lake_events + 1)
+
+
 def test_every_view_declares_exactly_the_columns_its_table_has(stack) -> None:
     from features.build import table_path
 

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 
 from recsys.workspace import Workspace
 from serving.feedback import FeedbackLog, database_url
+from tests.conftest import PG_URL, drop_prefixed_tables
 
 pytestmark = [pytest.mark.integration]
 
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 PG_DOWN_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/test"  # nothing listens on port 1
 EVENT_COLUMNS = [
     "request_id",
@@ -57,13 +57,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         )
         return
     yield Backend("postgresql", PG_URL, PG_DOWN_URL, prefix)
-    engine = sa.create_engine(PG_URL)
-    try:
-        metadata = sa.MetaData()
-        metadata.reflect(engine, only=lambda name, _: name.startswith(prefix))
-        metadata.drop_all(engine)
-    finally:
-        engine.dispose()
+    drop_prefixed_tables(prefix)
 
 
 @pytest.fixture

@@ -597,7 +597,19 @@ class RefNoFeatures:
 
 
 class RefOnlineFeatures(OnlineFeatures):
-    """``OnlineFeatures.fetch`` as it was (the item cache and column lists are unchanged)."""
+    """``OnlineFeatures.fetch`` as it was: rows of Python values, its own item cache."""
+
+    def _cached_items(self, item_ids):
+        store = self.__dict__.setdefault("_items", {})
+        now = self._clock()
+        held, missing = {}, []
+        for item in item_ids:
+            found = store.get(item)
+            if found is not None and now - found[0] < self.item_ttl:
+                held[item] = found[1]
+            else:
+                missing.append(item)
+        return held, list(dict.fromkeys(missing))
 
     def fetch(self, batch, pairs, catalog):
         rows = ref_request_frame(batch, pairs, catalog)
@@ -853,10 +865,14 @@ class FakeReader:
             if h % 2
             else None,
         }
+        # as materialised: rows only for categories the user touched (some without values)
+        touched = self.model.touched
+        mine = touched[ITEM].to_numpy()[touched[c.USER_ID].astype(str).to_numpy() == user_id]
+        had = set(facts[c.CATEGORY].to_numpy()[mine])
         affinity = {
             cat: {"affinity_30d": (len(cat) % 7) / 7.0, "share_total": None}
             for cat in (categories or [])
-            if len(cat) % 3 != 0
+            if cat in had and len(cat) % 3 != 0
         }
         missing = tuple(i for i, ok in zip(item_ids, found, strict=True) if not ok)
         return OnlineRead(user=user, items=items, affinity=affinity, missing_items=missing)
@@ -1048,6 +1064,33 @@ def test_the_service_path_with_online_features_equals_the_reference(shop: Shop) 
             model, ref_model_batch(model, one), 10, reference, allowed=allowed, limit=300
         )
         _same_lists(got, want)
+
+
+def test_the_service_path_with_a_prefetched_user_equals_the_reference(shop: Shop) -> None:
+    # given the service's order: the user and its affinities read first, then candidates
+    model = shop.model
+    reader = FakeReader(model)
+    online, reference = OnlineFeatures(reader), RefOnlineFeatures(FakeReader(model))
+    allowed = _allowed(model, 8)
+    for rounds in range(2):
+        reads = reader.reads
+        for i in range(len(shop.requests)):
+            one = shop.requests.iloc[[i]]
+            user_id = str(one[c.USER_ID].iloc[0])
+            categories = model.touched_categories(user_id)
+            read = reader.read(user_id, [], categories)
+            source = online.prefetched(read.user, read.affinity, categories)
+            got = model.recommend_batch(model.batch(one), 10, source, allowed=allowed, limit=300)
+            want = ref_recommend_batch(
+                model, ref_model_batch(model, one), 10, reference, allowed=allowed, limit=300
+            )
+            # then the lists are the reference's
+            _same_lists(got, want)
+        if rounds == 1:
+            # and once the products are held, a request without a session needs no read
+            # beyond its first (a session may add categories the model never saw the user in)
+            with_session = sum(bool(s) for s in shop.requests.get("session_item_ids", []))
+            assert reader.reads - reads <= len(shop.requests) + with_session
 
 
 def test_an_empty_batch_and_a_request_without_candidates(shop: Shop) -> None:

@@ -640,3 +640,36 @@ def test_distinct_rows_score_equal_rows_equally() -> None:
     got = distinct.scores(rows, matrix)
     np.testing.assert_array_equal(got, block_scores(rows, matrix))
     assert (got[:, 0] == got[:, 2]).all()
+
+
+def test_product_columns_hold_rows_grow_and_expire() -> None:
+    from recommender.features_source import ProductColumns
+
+    # given a holder of two columns, a number and a text, with room for two products
+    held = ProductColumns(["v__price", "v__brand"], {"v__price"}, capacity=2)
+    # when three products are read at t=0, one of them absent from the store
+    held.store(["a", "b", "c"], [[1.5, 2, None], ["x", "y", "z"]], {"c"}, now=0.0)
+    slots, stale = held.lookup(["c", "a", "new"], now=10.0, ttl=60.0)
+    # then the arrays grew, the absent product and the unknown one have missing values,
+    # and only the unknown one is to be read
+    assert stale == ["new"]
+    assert held.values[0][slots].tolist()[1] == 1.5
+    assert np.isnan(held.values[0][slots][[0, 2]]).all()
+    assert held.values[1][slots].tolist() == [None, "x", None]
+    # and after the time to live every held product is stale again
+    assert held.lookup(["a", "b"], now=60.0, ttl=60.0)[1] == ["a", "b"]
+    held.clear()
+    assert len(held) == 0 and held.lookup(["a"], now=61.0, ttl=60.0)[1] == ["a"]
+
+
+def test_the_stalest_products_come_first_and_only_past_their_age() -> None:
+    from recommender.features_source import ProductColumns
+
+    # given four products read at 0, 10, 20 and 30 seconds
+    held = ProductColumns(["v__price"], {"v__price"})
+    for t, item in enumerate(["a", "b", "c", "d"]):
+        held.store([item], [[float(t)]], set(), now=10.0 * t)
+    # when asked at 40 s for two held 15 s or more, then the two oldest come, oldest first
+    assert held.stalest(2, now=40.0, older_than=15.0) == ["a", "b"]
+    # and only those old enough come, however many are asked for
+    assert held.stalest(10, now=40.0, older_than=15.0) == ["a", "b", "c"]

@@ -12,7 +12,6 @@ import contextlib
 import io
 import re
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +226,7 @@ def _register_versions(env: Env) -> dict[str, str]:
     recommender without its ranker and with its popularity source only, logged for real."""
     import mlflow
 
-    from recommender.mlflow_model import ARTIFACT, RecommenderModel, load_recommender
+    from recommender.mlflow_model import load_recommender, log_recommender
 
     with scoped_env(env.env):
         mlflow.set_tracking_uri(env.tracking_uri)
@@ -241,17 +240,8 @@ def _register_versions(env: Env) -> dict[str, str]:
         experiment = mlflow.create_experiment(
             "registry-tests", artifact_location=(env.root / "artifacts").as_uri()
         )
-        with (
-            mlflow.start_run(experiment_id=experiment),
-            tempfile.TemporaryDirectory() as tmp,
-        ):
-            folder = worse_model.save(Path(tmp) / ARTIFACT)
-            worse = mlflow.pyfunc.log_model(
-                name="recommender",
-                python_model=RecommenderModel(),
-                artifacts={ARTIFACT: str(folder)},
-                registered_model_name=MODEL_NAME,
-            ).registered_model_version
+        with mlflow.start_run(experiment_id=experiment):
+            worse = log_recommender(worse_model, MODEL_NAME)
         another = client.create_model_version(MODEL_NAME, first.source, run_id=first.run_id)
     return {"copy": str(copy.version), "worse": str(worse), "another": str(another.version)}
 

@@ -448,10 +448,28 @@ def test_health_readiness_and_metrics(stack: ServingStack) -> None:
     assert status.json() == {
         "model_version": "1",
         "alias": "production",
+        "canary_version": None,  # no canary alias: every request is production's
+        "canary_weight": 0.0,
         "online_store": True,
         "cache": True,
         "last_error": "",
     }
+
+
+def test_cache_hits_and_misses_are_counted_for_a_hit_rate(stack: ServingStack) -> None:
+    # given the counters of cache lookups (the alert rules' and dashboard's hit rate)
+    def lookups(result: str) -> float:
+        return stack.metric("recsys_cache_lookups_total", endpoint="recommend", result=result)
+
+    hits, misses = lookups("hit"), lookups("miss")
+    # when a user asks for the same list twice (a k no other test asks for)
+    user = stack.lake.active_users()[2]
+    first = stack.post("/recommend", {"user_id": user, "k": 7})
+    second = stack.post("/recommend", {"user_id": user, "k": 7})
+    assert (first.json()["cached"], second.json()["cached"]) == (False, True)
+    # then one miss and one hit are counted, and no server error
+    assert (lookups("miss"), lookups("hit")) == (misses + 1, hits + 1)
+    assert stack.metric("recsys_errors_total") == 0
 
 
 # ------------------------------------------------------------------------------ new product

@@ -3,7 +3,6 @@
 import json
 import logging
 import subprocess
-import tempfile
 from pathlib import Path
 
 from features import names as n
@@ -60,7 +59,7 @@ def log_and_register(
     import mlflow
     from mlflow import MlflowClient
 
-    from recommender.mlflow_model import ARTIFACT, RecommenderModel
+    from recommender.mlflow_model import log_recommender
 
     uri = tracking.use(workspace)
     name = config.tracking.experiment
@@ -70,7 +69,7 @@ def log_and_register(
         )
     mlflow.set_experiment(name)
     commit = git_commit()
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run() as run:
         mlflow.log_params(_params(config))
         mlflow.set_tags(
             {
@@ -84,17 +83,13 @@ def log_and_register(
         for i, step in enumerate(result.curve.get("validation_ndcg@10", [])):
             mlflow.log_metric("learning/validation_ndcg_at_10", step, step=i)
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
-        folder = result.model.save(Path(tmp) / ARTIFACT)
-        info = mlflow.pyfunc.log_model(
-            name="recommender",
-            python_model=RecommenderModel(),
-            artifacts={ARTIFACT: str(folder)},
+        version = log_recommender(
+            result.model,
+            config.tracking.model_name,
             pip_requirements=list(REQUIREMENTS),
             signature=signature(),
-            registered_model_name=config.tracking.model_name,
             metadata={"lake_version": result.lake_version, "feature_service": n.RANKER_SERVICE},
         )
-        version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in {
         "lake_version": result.lake_version,

@@ -1,0 +1,1 @@
+"""Canary releases: the controller, its statistics, the A/B report and the traffic simulator."""
