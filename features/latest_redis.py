@@ -63,15 +63,19 @@ class LatestWinsRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     )
 
 
-def _nanos(stamp: datetime) -> int:
+def _stamp(moment: datetime) -> Timestamp:
     proto = Timestamp()
-    proto.FromDatetime(make_tzaware(stamp))
-    return proto.seconds * 1_000_000_000 + proto.nanos
+    proto.FromDatetime(make_tzaware(moment))
+    return proto
 
 
-def order_value(event: datetime, created: datetime | None) -> str:
+def _nanos(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000_000 + stamp.nanos
+
+
+def order_value(event: Timestamp, created: datetime | None) -> str:
     """The write's place in time: event time, then created time, as comparable text."""
-    made = _nanos(created) if created is not None else 0
+    made = _nanos(_stamp(created)) if created is not None else 0
     return f"{_nanos(event):020d}.{made:020d}"
 
 
@@ -103,14 +107,13 @@ class LatestWinsRedisOnlineStore(RedisOnlineStore):
         version = config.entity_key_serialization_version
         with client.pipeline(transaction=False) as pipe:
             for entity_key, values, event, created in data:
-                stamp = Timestamp()
-                stamp.FromDatetime(make_tzaware(event))
+                stamp = _stamp(event)
                 pairs: list[Any] = [ts_field, stamp.SerializeToString()]
                 for name, value in values.items():
                     pairs += [_mmh3(f"{view}:{name}"), value.SerializeToString()]
                 self._compare_and_set(
                     keys=[_redis_key(config.project, entity_key, version)],
-                    args=[order_field, order_value(event, created), ttl, *pairs],
+                    args=[order_field, order_value(stamp, created), ttl, *pairs],
                     client=pipe,
                 )
             written = pipe.execute()

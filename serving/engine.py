@@ -54,10 +54,10 @@ logger = logging.getLogger(__name__)
 # what a failing online store raises (Redis, SQLite, sockets); anything else is a bug, not
 # a reason to degrade
 STORE_ERRORS = (OSError, ConnectionError, TimeoutError, RedisError, sqlite3.Error)
-# feedback kinds in the session's terms: a click is a view of the product page
 # products per background read of their rows: a short read (some 10 ms) under the request
 # path's store timeout, so it does not hold the worker's other threads
 PRODUCT_CHUNK = 250
+# feedback kinds in the session's terms: a click is a view of the product page
 SESSION_KIND = {"click": c.VIEW, "cart": c.CART, "purchase": c.PURCHASE}
 # answers remembered per worker to stamp their feedback with variant and version (~20 MB)
 RECENT_ANSWERS = 100_000
