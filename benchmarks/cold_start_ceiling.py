@@ -1,7 +1,7 @@
 """How well can anyone recommend to a new user? The generator's hidden truth as a ceiling.
 
     python benchmarks/cold_start_ceiling.py [--workdir /tmp/recsys_train_bench/full]
-                                            [--windows 4] [--test] [--json FILE]
+                                            [--windows 4] [--test] [--ablations] [--json FILE]
 
 A new user's first request comes at the start of a session, with nothing but a profile (age
 band, gender, country, free attributes) and the request's context. On a generated shop the
@@ -68,6 +68,9 @@ class Truth:
         self.user_row = pd.Series(np.arange(len(users)), index=users.astype(str).to_numpy())
         self.item_row = pd.Series(np.arange(len(items)), index=items.astype(str).to_numpy())
         self.n_leaves = len(tax.leaves)
+        self.leaf = self.cat.leaf.astype(np.int64)
+        self.log_popularity = np.log(self.cat.popularity)
+        self.mean_taste = self.pop.taste.mean(axis=0)
         segment = self.pop.segment
         present = np.unique(segment)
         self.segment_of = {
@@ -79,29 +82,52 @@ class Truth:
             for s in present
         }
 
-    def scores(self, user: int, at_ms: int, by_segment: bool) -> np.ndarray:
+    def scores(
+        self,
+        user: int,
+        at_ms: int,
+        by_segment: bool,
+        with_taste: bool = True,
+        with_day: bool = True,
+    ) -> np.ndarray:
         """Probability-like score of every product for one session starting at ``at_ms``: the
         session's leaf (preference x season x shift), the item within the leaf (taste,
-        popularity, price: the funnel's score as a softmax) and the chance to cart it."""
+        popularity, price: the funnel's score as a softmax) and the chance to cart it.
+
+        ``with_taste=False`` puts the shop's mean taste in place of the user's or segment's, and
+        ``with_day=False`` leaves out the season and shift of the day: how much each is worth."""
         cat, pop = self.cat, self.pop
         if by_segment:
             preference, taste, sensitivity = self.segment_of[pop.segment[user]]
         else:
             preference, taste = pop.preference[user], pop.taste[user]
             sensitivity = float(pop.price_sensitivity[user])
-        logit = np.log(preference + 1e-12) + self.timeline.intent_log_weights(np.array([at_ms]))[0]
+        if not with_taste:
+            taste = self.mean_taste
+        logit = np.log(preference + 1e-12)
+        if with_day:
+            logit = logit + self.timeline.intent_log_weights(np.array([at_ms]))[0]
         leaf_p = np.exp(logit - logit.max())
         leaf_p /= leaf_p.sum()
         launched = cat.created_ms <= at_ms
-        score = taste @ cat.embedding.T + np.log(cat.popularity) - sensitivity * cat.log_price_ratio
+        score = taste @ cat.embedding.T + self.log_popularity - sensitivity * cat.log_price_ratio
         score = np.where(launched, np.exp(score - score[launched].max()), 0.0)
-        leaf = cat.leaf.astype(np.int64)
+        leaf = self.leaf
         within = score / np.maximum(np.bincount(leaf, score, self.n_leaves)[leaf], 1e-300)
         cart = np.exp(-0.5 * sensitivity * np.maximum(cat.log_price_ratio, 0.0))
         return leaf_p[leaf] * within * cart
 
 
-def truth_lists(truth: Truth, model, batch, requests: pd.DataFrame, by_segment: bool):
+# the truth's lists: ``Truth.scores`` options of each (the last two with ``--ablations``)
+TRUTHS = {
+    "segment truth": {"by_segment": True},
+    "user truth": {"by_segment": False},
+    "segment, no taste": {"by_segment": True, "with_taste": False},
+    "segment, no day": {"by_segment": True, "with_day": False},
+}
+
+
+def truth_lists(truth: Truth, model, batch, requests: pd.DataFrame, options: dict):
     """Top-K items by the truth's scores, in the model's catalogue, allowed by its rules."""
     from recommender.state import ITEM, REQ
 
@@ -119,7 +145,7 @@ def truth_lists(truth: Truth, model, batch, requests: pd.DataFrame, by_segment: 
         user = truth.user_row.get(str(user_id))
         if user is None or user >= truth.pop.size:  # a noise account: no truth to use
             continue
-        score = np.where(known, truth.scores(int(user), int(at * 1000), by_segment)[to_truth], 0)
+        score = np.where(known, truth.scores(int(user), int(at * 1000), **options)[to_truth], 0)
         top = np.argsort(-score, kind="stable")[: K * 6]
         allowed = top[exclusions.keep(np.full(len(top), req), top)][:K]
         reqs.append(np.full(len(allowed), req))
@@ -134,7 +160,9 @@ def interval(diff: np.ndarray, seed: int) -> list[float]:
     return [round(float(x), 5) for x in np.percentile(means, [2.5, 97.5])]
 
 
-def judge_window(truth, events, frame, catalog, users, cfg, start, end, label) -> pd.DataFrame:
+def judge_window(
+    truth, events, frame, catalog, users, cfg, start, end, label, truths
+) -> pd.DataFrame:
     """NDCG@10 of every new-user request of one window, one column per list."""
     from recommender.model import Recommender
     from recommender.state import REQ, batch_from_events
@@ -161,8 +189,7 @@ def judge_window(truth, events, frame, catalog, users, cfg, start, end, label) -
     ranked = {
         "global": evaluate.popular(model, batch, K),
         "cold list": model.recommend_batch(batch, K, None, sources=[model.source("popularity")]),
-        "segment truth": truth_lists(truth, model, batch, requests, by_segment=True),
-        "user truth": truth_lists(truth, model, batch, requests, by_segment=False),
+        **{name: truth_lists(truth, model, batch, requests, TRUTHS[name]) for name in truths},
     }
     out = pd.DataFrame(index=requests[metrics.REQUEST_ID].to_numpy())
     for name, lists in ranked.items():
@@ -201,6 +228,11 @@ def main() -> None:
         action="store_true",
         help="also judge the test split (the platform's final-report window)",
     )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also the segment truth without its taste, and without the day's season and shift",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -227,9 +259,10 @@ def main() -> None:
     ]
     if args.test:
         windows.append(("test", split.test_start, split.end))
+    truths = list(TRUTHS)[: 4 if args.ablations else 2]
     rows, pooled = [], []
     for label, start, end in windows:
-        judged = judge_window(truth, events, frame, catalog, users, cfg, start, end, label)
+        judged = judge_window(truth, events, frame, catalog, users, cfg, start, end, label, truths)
         rows.append(summary(judged, f"{label} ({start.date()})", cfg.model.seed))
         if label != "test":
             pooled.append(judged)
@@ -243,13 +276,13 @@ def main() -> None:
 
 def print_row(row: dict) -> None:
     print(f"\n{row['window']}: {row['new_user_requests']:,} new-user requests")
-    print(f"  {'list':<15}{'ndcg@10':>9}{'hits':>6}   vs global, 95% CI")
+    print(f"  {'list':<19}{'ndcg@10':>9}{'hits':>6}   vs global, 95% CI")
     for name, fig in row.items():
         if not isinstance(fig, dict):
             continue
         ci = fig.get("vs_global_ci95")
         shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
-        print(f"  {name:<15}{fig['ndcg@10']:>9.4f}{fig['hits']:>6}   {shown}", flush=True)
+        print(f"  {name:<19}{fig['ndcg@10']:>9.4f}{fig['hits']:>6}   {shown}", flush=True)
 
 
 if __name__ == "__main__":
