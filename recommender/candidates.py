@@ -68,7 +68,7 @@ def generate(sources: list, batch: Batch, exclusions: Exclusions, limit: int) ->
     for column, name in enumerate(names):
         columns[name] = ranks[order, column]
     columns["n_sources"] = n_sources[order]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)  # (fresh arrays: no copy needed)
 
 
 def _proposals(source, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:

@@ -17,6 +17,10 @@ NEVER = np.float64(-np.inf)
 CATALOG_COLUMNS = (c.CATEGORY, c.BRAND, c.ATTRIBUTES, c.PRICE)
 
 
+# ids looked up one by one rather than through an index built for them
+FEW = 8
+
+
 class Vocabulary:
     """A fixed order of string ids with a fast id -> row lookup; grows only at the end."""
 
@@ -31,7 +35,17 @@ class Vocabulary:
 
     def rows(self, ids: object) -> np.ndarray:
         """Row number of each id, -1 for unknown ids."""
-        return self._rows.get_indexer(pd.Index(np.asarray(ids, dtype=object)))
+        given = np.asarray(ids, dtype=object)
+        if len(given) <= FEW:  # (a request's user or session items: no index to build)
+            return np.fromiter(map(self._row, given), np.intp, len(given))
+        return self._rows.get_indexer(pd.Index(given))
+
+    def _row(self, id_: object) -> int:
+        try:
+            found = self._rows.get_loc(id_)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return -1
+        return found if isinstance(found, int) else -1
 
     def add(self, ids: object) -> np.ndarray:
         """Append the ids not yet known; returns the rows of all ``ids``."""

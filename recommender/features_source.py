@@ -16,6 +16,7 @@ for each entity's views once, at the instant that gives exactly the row-by-row a
 """
 
 import logging
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ import pandas as pd
 from features import names as n
 from features.context import context_columns
 from recommender.catalog import Catalog
-from recommender.state import ITEM, REQ, TS, Batch
+from recommender.state import ITEM, REQ, TS, Batch, as_text
 from recommender.stored import LABEL_EPSILON
 from recsys import columns as c
 
@@ -63,7 +64,7 @@ def _pair_columns(batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> dict[s
     device = requests[c.DEVICE].to_numpy(dtype=object)
     device = np.where(device == "?", "unknown", device).astype(str)
     return {
-        c.USER_ID: requests[c.USER_ID].astype(str).to_numpy()[reqs],
+        c.USER_ID: as_text(requests[c.USER_ID].to_numpy())[reqs],
         c.ITEM_ID: catalog.items.ids[items],
         c.CATEGORY: _categories(catalog, items),
         n.REQUEST_TS: at.astype(np.int64)[reqs],
@@ -263,6 +264,7 @@ class ProductColumns:
         self.ids: list[str | None] = [None]  # slot -> product id
         self.fetched = np.full(capacity, -np.inf)
         self.values = [self._empty(is_number, capacity) for is_number in self.numeric]
+        self.clears = 0  # slots found before a clear are no longer the products'
 
     @staticmethod
     def _empty(is_number: bool, size: int) -> np.ndarray:
@@ -274,14 +276,16 @@ class ProductColumns:
     def clear(self) -> None:
         """Forget every product (slots are reused: each is rewritten before it is read)."""
         self.slots.clear()
+        self.clears += 1
         self.ids = [None]
         self.fetched[:] = -np.inf
 
     def lookup(self, item_ids, now: float, ttl: float) -> tuple[np.ndarray, list[str]]:
         """Each item's slot (0 where not held) and the items to read again (not held, or
         held for ``ttl`` seconds or more)."""
-        get = self.slots.get
-        slots = np.fromiter((get(item, 0) for item in item_ids), np.int64, len(item_ids))
+        slots = np.fromiter(
+            map(self.slots.get, item_ids, repeat(0)), np.int64, len(item_ids)
+        )  # (map: no Python frame per item, as a generator would run)
         stale = now - self.fetched[slots] >= ttl  # (slot 0 is never fetched)
         return slots, list(np.asarray(item_ids, dtype=object)[stale])
 
@@ -412,7 +416,8 @@ class OnlineFeatures(ColumnSource):
         with products.lock:
             if len(products) > self.max_items:
                 products.clear()
-            _, missing = products.lookup(distinct, now, self.item_ttl)
+            slots, missing = products.lookup(distinct, now, self.item_ttl)
+            clears = products.clears
         categories = _affinity_categories(batch, catalog, rows[c.CATEGORY])
         if prefetched is None:
             user, fresh, absent, affinity = self._read(user_ids[0], missing, categories)
@@ -427,14 +432,15 @@ class OnlineFeatures(ColumnSource):
         with products.lock:  # (the read above is outside: other requests go on meanwhile)
             if missing:
                 products.store(missing, [fresh[name] for name in names], absent, now)
-            slots, _ = products.lookup(distinct, now, np.inf)
+            if missing or products.clears != clears:  # (else the slots found above hold)
+                slots, _ = products.lookup(distinct, now, np.inf)
             at = slots[codes]
             out = {
                 full: values[at]
                 for full, values in zip(products.columns, products.values, strict=True)
             }
         for name, full in self.user_columns.items():
-            out[full] = np.repeat(self._typed(full, (user.get(name),)), len(item_ids))
+            out[full] = self._spread(full, user.get(name), len(item_ids))
         cat_codes, cats = pd.factorize(rows[c.CATEGORY])
         for name, full in self.affinity_columns:
             values = [affinity.get(cat, NO_AFFINITY).get(name) for cat in cats]
@@ -455,6 +461,17 @@ class OnlineFeatures(ColumnSource):
         names = [name for name, _ in self.item_columns] if item_ids else []
         fresh = {name: read.items[name].to_numpy(dtype=object) for name in names}
         return read.user, fresh, set(read.missing_items), read.affinity
+
+    def _spread(self, column: str, value: object, n: int) -> np.ndarray:
+        """One user value repeated for ``n`` candidates, typed as ``_typed`` types it (made
+        directly for the plain floats, ints and missing values that nearly all are)."""
+        kind = type(value)
+        if column in self.numeric:
+            if value is None or kind is float:
+                return np.full(n, np.nan if value is None else value, dtype=np.float64)
+            if kind is int and INT64_MIN <= value <= INT64_MAX:
+                return np.full(n, value, dtype=np.int64)
+        return np.repeat(self._typed(column, (value,)), n)
 
     def _typed(self, column: str, values) -> np.ndarray:
         """A numeric feature's values as numbers (NaN where missing), others as they are."""

@@ -32,6 +32,7 @@ from recommender.state import (
     UNKNOWN,
     Batch,
     Exclusions,
+    as_text,
     assemble,
     demo_segment,
     group_positions,
@@ -50,6 +51,13 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "recommender.pkl"
 CHUNK = 2_000
 NO_PROFILES = {name: np.zeros(0, dtype=object) for name in (c.USER_ID, "demo", "user_country")}
+
+
+def _column(values: list) -> np.ndarray:
+    """A request column as a frame would hold it: numbers as numbers, text (and missing
+    values alone) as objects."""
+    array = np.asarray(values)
+    return array if array.dtype.kind in "biuf" else np.asarray(values, dtype=object)
 
 
 class Recommender:
@@ -177,16 +185,25 @@ class Recommender:
         cats = self.catalog.facts[c.CATEGORY].to_numpy(dtype=object)[items]
         return sorted({x for x in cats if isinstance(x, str) and x})
 
-    def batch(self, requests: pd.DataFrame) -> Batch:
+    def batch(self, requests: pd.DataFrame | dict[str, list]) -> Batch:
         """Requests (``user_id``, optional ``ts``, ``device``, ``country``, ``age``,
-        ``gender``, ``session_item_ids``) with each user's stored past and live session.
+        ``gender``, ``session_item_ids``), as a frame or as columns (the service's single
+        request: no frame to build and take apart), with each user's stored past and live
+        session.
 
         A request's session is its own: two requests of one user in a batch do not see each
         other's sessions (a batch answers each request as if it came alone)."""
-        columns = request_columns(requests)
-        columns[c.USER_ID] = pd.Series(columns[c.USER_ID], copy=False).astype(str).to_numpy()
+        if isinstance(requests, dict):
+            columns = {
+                # (a session is a list per request, not an array of items)
+                name: list(values) if name == "session_item_ids" else _column(values)
+                for name, values in requests.items()
+            }
+        else:
+            columns = request_columns(requests)
+        columns[c.USER_ID] = as_text(columns[c.USER_ID])
         if TS not in columns:
-            columns[TS] = np.full(len(requests), self.data_end + 1.0)
+            columns[TS] = np.full(len(columns[c.USER_ID]), self.data_end + 1.0)
         users = pd.unique(columns[c.USER_ID])
         sessions = columns.pop("session_item_ids", None)
         extra = None
@@ -297,7 +314,7 @@ class Recommender:
             ranked.update((col, pairs[col].to_numpy()[top]) for col in rank_cols)
             ranked["score"] = scores[top]
             ranked["rank"] = position[position < k] + 1
-            out.append(pd.DataFrame(ranked))
+            out.append(pd.DataFrame(ranked, copy=False))  # (fresh arrays: no copy needed)
         if not out:
             return pd.DataFrame({REQ: [], "rank": [], ITEM: [], "score": []})
         return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)

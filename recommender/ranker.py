@@ -50,6 +50,8 @@ class Ranker:
 
     def matrix(self, features: pd.DataFrame) -> np.ndarray:
         """The ranker's columns in its order; a feature missing here is missing (NaN)."""
+        if list(features.columns) == self.feature_names:  # (the service's frame: no reindex)
+            return features.to_numpy(dtype=np.float32)
         return features.reindex(columns=self.feature_names).to_numpy(dtype=np.float32)
 
     def fit(

@@ -367,17 +367,15 @@ class Engine:
         if read is not None and read.session is not None:
             # the stored session lists the newest first; the model wants oldest first
             session = [i for i in reversed(read.session.items) if i not in session] + session
-        frame = pd.DataFrame(
-            {
-                c.USER_ID: [request.user_id],
-                TS: [float(ts)],
-                c.DEVICE: [request.context.device],
-                c.COUNTRY: [request.context.country or user.get("country")],
-                "session_item_ids": [session],
-                c.AGE: [user.get("age")],
-                c.GENDER: [user.get("gender")],
-            }
-        )
+        frame = {  # (the batch's columns: one request needs no frame)
+            c.USER_ID: [request.user_id],
+            TS: [float(ts)],
+            c.DEVICE: [request.context.device],
+            c.COUNTRY: [request.context.country or user.get("country")],
+            "session_item_ids": [session],
+            c.AGE: [user.get("age")],
+            c.GENDER: [user.get("gender")],
+        }
         filters = request.filters
         avoid = [*filters.avoid_attributes, *split_attributes(user.get("avoid_attributes"))]
         allowed = state.rules.mask(

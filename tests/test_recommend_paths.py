@@ -13,9 +13,11 @@ Where the old implementation answered a request alone otherwise than within a ba
 batch's answer is the reference and the one-by-one answer was changed to it: a user asked
 twice in a batch no longer sees the other request's session; co-visitation ranks ties in the
 order scipy adds the score matrices of a batch (``ref_sum``), not in the order of its
-shortcut for matrices whose rows are all sorted (a lone request's often are); ALS and
-content score a lone request as a block of rows (BLAS rounds a matrix-vector product
-otherwise in the last bits, which reorders near-ties).
+shortcut for matrices whose rows are all sorted (a lone request's often are). One
+difference is kept for speed: ALS and content score a lone request by a matrix-vector
+product, which BLAS rounds otherwise than a block in the last bits (``state.block_scores``:
+equal to float32 rounding; a near-tie may be ordered otherwise, which this tiny shop does not
+have).
 """
 
 from dataclasses import dataclass

@@ -136,6 +136,19 @@ def test_exclusions_mask_a_dense_block_in_place_with_an_offset() -> None:
     assert second.tolist() == [[inf, 1, 1, inf]]
 
 
+def test_exclusions_mask_items_the_rules_forbid_for_every_request() -> None:
+    # given the two requests and rules that leave only a and c
+    batch = _batch(REQUEST_TS, bought=[(1, 0)])
+    exclusions = Exclusions(batch, CATALOG, allow_rebuy=False, allowed=np.array([1, 0, 1, 0], bool))
+    whole = np.ones((2, 4))
+    # when masked twice (the forbidden items are found once and reused)
+    exclusions.mask_dense(whole)
+    exclusions.mask_dense(whole)
+    # then b and d are -inf everywhere, c before its launch for request 0, a bought by 1
+    inf = -np.inf
+    assert whole.tolist() == [[1, inf, inf, inf], [inf, inf, 1, inf]]
+
+
 # ------------------------------------------------------------------------ top n
 def test_top_n_keeps_the_n_best_finite_cells_of_each_row() -> None:
     # given two rows with excluded (-inf) cells
@@ -239,6 +252,31 @@ def test_vocabulary_rows_are_positions_and_unknown_ids_are_minus_one() -> None:
     # when / then
     assert vocab.rows(["a", "z", "b"]).tolist() == [1, -1, 0]
     assert len(vocab) == 2
+
+
+def test_vocabulary_rows_of_few_and_of_many_ids_agree() -> None:
+    # given a vocabulary, and ids asked one by one (a request's few) or through an index
+    vocab = Vocabulary([f"u{i}" for i in range(20)])
+    asked = ["u3", "nope", "u3", "u19", "u0"]
+    many = asked * 3  # (more than FEW: the index path)
+    # when / then the same rows, unknown ids -1, repeated ids repeated
+    assert vocab.rows(asked).tolist() == [3, -1, 3, 19, 0]
+    assert vocab.rows(many).tolist() == [3, -1, 3, 19, 0] * 3
+    assert vocab.rows([]).tolist() == []
+
+
+def test_join_users_of_one_request_is_every_row_of_its_user_in_order() -> None:
+    from recommender.state import join_users
+
+    # given rows of three users
+    rows_users = np.array(["a", "b", "a", "c", "a"], dtype=object)
+    # when one request and two requests (the general path) join them
+    one = join_users(np.array(["a"], dtype=object), rows_users)
+    two = join_users(np.array(["a", "c"], dtype=object), rows_users)
+    # then the one request gets a's rows in order, as in the general path
+    assert one[0].tolist() == [0, 0, 0] and one[1].tolist() == [0, 2, 4]
+    assert two[0].tolist() == [0, 0, 1, 0] and two[1].tolist() == [0, 2, 3, 4]
+    assert join_users(np.array(["z"], dtype=object), rows_users)[1].tolist() == []
 
 
 def test_vocabulary_add_appends_new_ids_in_order_and_keeps_known_rows() -> None:

@@ -136,10 +136,14 @@ class ContentSource:
             block[~has[start : start + CHUNK]] = -np.inf
             exclusions.mask_dense(block, start)
             parts.append(top_n_arrays(block, cfg.candidates, start))
-            ts = exclusions.ts[start : start + len(block)]
-            old = created[None, :] < (ts[:, None] - cfg.new_days * DAY)
-            block[old] = -np.inf
-            parts.append(top_n_arrays(block, cfg.new_candidates, start))
+            # the new items: only those launched within new_days of the block's first request
+            # can be (a few of the catalogue), in item order, so ties break as over all items
+            since = exclusions.ts[start : start + len(block)] - cfg.new_days * DAY
+            recent = np.flatnonzero(created >= since.min())
+            fresh = block[:, recent]
+            fresh[created[recent][None, :] < since[:, None]] = -np.inf
+            reqs, columns, scores = top_n_arrays(fresh, cfg.new_candidates, start)
+            parts.append((reqs, recent[columns], scores))
         reqs, items, scores = concat_proposals(parts)
         first = first_of_each(pair_key(reqs, items))
         return reqs[first], items[first], scores[first]

@@ -346,14 +346,22 @@ class PopularitySource:
                 out[column] = np.where(pd.isna(values), UNKNOWN, values)
         return out
 
-    def _blend(self, request) -> np.ndarray:
+    def _taste(self, segment: str, attributes: dict[str, str], batch: Batch | None) -> np.ndarray:
+        """``taste``, computed once per batch that reuses what it derives (proposing and then
+        describing a request's candidates both need it)."""
+        if batch is None:
+            return self.taste(segment, attributes)
+        key = ("taste", segment, *attributes.items())
+        return batch.remember(self, key, lambda: self.taste(segment, attributes))
+
+    def _blend(self, request, batch: Batch | None = None) -> np.ndarray:
         """One request's score of every item (``request``: a row or a dict of its values)."""
         score = self.overall.copy()
         for column in SEGMENTS:
             score += self._segment(column, request[column])
         score += SEASON_WEIGHT * self.months[month_of(np.array([request[TS]]))[0]]
         segment = f"{request['demo']}|{request[c.COUNTRY]}"
-        score += TASTE_WEIGHT * self.taste(segment, self._attributes_of(request))
+        score += TASTE_WEIGHT * self._taste(segment, self._attributes_of(request), batch)
         return score
 
     def _groups(self, requests: pd.DataFrame) -> dict[tuple, list[int]]:
@@ -381,7 +389,7 @@ class PopularitySource:
         parts_req, parts_item, parts_score = [], [], []
         for rows in self._groups(reqs).values():
             first = {k: values[k][rows[0]] for k in values}
-            score = exclusions.restrict(self._blend(first))
+            score = exclusions.restrict(self._blend(first, batch))
             top = top_stable(score, n * 3)
             top = top[score[top] > 0]
             parts_req.append(np.repeat(req_ids[rows], len(top)))
@@ -428,7 +436,7 @@ class PopularitySource:
             first = {k: values[k][rows[0]] for k in values}
             key = (f"{first['demo']}|{first[c.COUNTRY]}", *(first[a] for a in attributes))
             if key not in tastes:
-                tastes[key] = len(tastes), self.taste(key[0], self._attributes_of(first))
+                tastes[key] = len(tastes), self._taste(key[0], self._attributes_of(first), batch)
             taste_of_req[rows] = tastes[key][0]
         per_pair = taste_of_req[row] if len(at) else at
         for index, values in tastes.values():
