@@ -65,7 +65,7 @@ def _client(workspace: Workspace):
     return MlflowClient()
 
 
-def _forget_cached_lists(workspace: Workspace) -> None:
+def _forget_cached_lists(workspace: Workspace, before: str) -> None:
     """Drop the workspace's cached lists (production: its Redis), so an uncached run is not
     answered from an earlier run's entries for the same users and instants."""
     if workspace.profile != "production":
@@ -90,7 +90,7 @@ def _forget_cached_lists(workspace: Workspace) -> None:
     if batch:
         dropped += client.delete(*batch)
     client.close()
-    print(f"dropped {dropped:,} cached lists before the uncached run", file=sys.stderr)
+    print(f"dropped {dropped:,} cached lists before the {before} run", file=sys.stderr)
 
 
 def _move_alias(workspace: Workspace, after: float, to: str, done: dict) -> None:
@@ -168,7 +168,7 @@ def main() -> None:
         now = _data_end(workspace)
         for mode in [m for m in args.modes.split(",") if m]:
             if mode == "uncached":
-                _forget_cached_lists(workspace)
+                _forget_cached_lists(workspace, "uncached")
             bodies = loadgen.make_bodies(users, mode, 10, n, now=now)
             before = _worker_cpu(process.pid)
             figures[mode] = loadgen.run_load(
@@ -193,6 +193,7 @@ def main() -> None:
                 args=(workspace, args.warmup + args.duration / 3, other, moved),
             )
             mover.start()
+            _forget_cached_lists(workspace, "alias-move")  # (or earlier runs' lists answer)
             bodies = loadgen.make_bodies(users, "uncached", 10, n, now=now - 86_400)
             figures["alias_move"] = loadgen.run_load(
                 url, args.move_rate or args.rate, args.duration, bodies, warmup=args.warmup

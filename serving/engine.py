@@ -124,6 +124,7 @@ class Engine:
         from recsys import tracking
 
         self.workspace, self.settings = workspace, settings
+        self._serving = False  # a version answers requests (loads after this one pause)
         tracking.use(workspace)
         self.store_breaker = Breaker(settings.retry_seconds)
         self.store, self.reader, self.updater = self._open_store()
@@ -150,6 +151,7 @@ class Engine:
         self._recent: dict[str, tuple[str, str]] = {}
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
+        self._serving = True
         if background:
             self.follower.start()
             if self.canary is not None:
@@ -209,6 +211,12 @@ class Engine:
             if self.reader is not None
             else None
         )
+        # each step below (and the unpickling before) holds Python's lock for up to a second
+        # at a time; beside a serving version, a pause after each lets the requests queued
+        # behind it be answered before the next (at 100 requests/s the steps back to back
+        # held requests past a client's 2 s)
+        pause = self.settings.reload_pause if self._serving else 0.0
+        time.sleep(pause)
         prepared = Prepared(version, model, Rules(model.catalog), features, threading.Lock())
         if features is not None and features.item_ttl > 0:  # products held before requests
             ids = model.catalog.items.ids
@@ -218,8 +226,10 @@ class Engine:
         # index the stored histories now, not on the first request
         for name in ("past", "touched", "segments"):
             model._stored(name, np.array(["warm-up"], dtype=object))
+            time.sleep(pause)
         _single_threaded_ranker(model)
         self._warm_up(prepared)
+        time.sleep(pause)
         _freeze_heap()
         return prepared
 

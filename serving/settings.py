@@ -36,6 +36,13 @@ class ServeConfig(FrozenModel):
         "read again (they change when the online store is materialised; 0: read per request)",
     )
     reload_seconds: float = Field(10.0, gt=0, description="how often the alias is checked")
+    reload_pause: float = Field(
+        1.0,
+        ge=0,
+        le=30,
+        description="seconds of pause between the steps of loading a new version beside a "
+        "serving one, so requests queued behind a step are answered before the next",
+    )
     store_timeout: float = Field(0.05, gt=0, description="Redis socket timeout (seconds)")
     retry_seconds: float = Field(2.0, ge=0, description="pause before retrying a failed store")
     push_seconds: float = Field(1.0, gt=0, description="retry interval of pending session pushes")
