@@ -33,8 +33,8 @@ class FloorService:
         )
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    def recommend(self, **fields) -> RecommendResponse:
-        """A stored list of items, as a cached answer is."""
+    async def recommend(self, **fields) -> RecommendResponse:
+        """A stored list of items, as a cached answer is (on the event loop, as ours)."""
         request = RecommendRequest.model_construct(**fields)
         stored = json.loads(self.redis.get(KEY) or b'{"items": []}')
         return RecommendResponse(
