@@ -124,7 +124,7 @@ class Engine:
         from recsys import tracking
 
         self.workspace, self.settings = workspace, settings
-        self._serving = False  # a version answers requests (loads after this one pause)
+        self._serving = False  # set once start-up is over: later loads pause between steps
         tracking.use(workspace)
         self.store_breaker = Breaker(settings.retry_seconds)
         self.store, self.reader, self.updater = self._open_store()
@@ -377,7 +377,7 @@ class Engine:
         if read is not None and read.session is not None:
             # the stored session lists the newest first; the model wants oldest first
             session = [i for i in reversed(read.session.items) if i not in session] + session
-        frame = {  # (the batch's columns: one request needs no frame)
+        columns = {  # (the batch's columns: one request needs no frame)
             c.USER_ID: [request.user_id],
             TS: [float(ts)],
             c.DEVICE: [request.context.device],
@@ -392,7 +392,7 @@ class Engine:
             filters.exclude_item_ids, filters.category, filters.max_price, avoid
         )
         model = state.model
-        batch = model.batch(frame)
+        batch = model.batch(columns)
         source = (
             state.features.prefetched(read.user, read.affinity, categories)
             if fallback is None and state.features is not None
