@@ -243,6 +243,7 @@ def main() -> None:
     from recsys.splits import split_last_days
     from recsys.workspace import Workspace
     from training.config import TrainConfig
+    from training.pipeline import chosen_windows
 
     work = Path(args.workdir)
     if not (work / "shop" / "ground_truth").is_dir() or not (work / "home" / "lake").is_dir():
@@ -250,7 +251,8 @@ def main() -> None:
     truth = Truth(work / "shop")
     cfg = TrainConfig()
     events, products, users, _ = read_lake(Workspace.from_env(work / "home"))
-    split = split_last_days(events, cfg.split.validation_days, cfg.split.test_days)
+    windows = chosen_windows(events, cfg)  # training's own choice, so the same windows
+    split = split_last_days(events, windows["validation_days"], windows["test_days"])
     catalog = Catalog.build(products, events)
     frame = event_frame(events, catalog, cfg.model.events)
     windows = [

@@ -32,7 +32,7 @@ ALL = "all users"
 
 def user_segments(workspace: Workspace) -> pd.Series:
     """user_id -> activity segment from the lake's events (users absent from it are new)."""
-    from training.evaluate import HEAVY_MIN_EVENTS, LIGHT_MAX_EVENTS
+    from recommender.segments import HEAVY_MIN_EVENTS, LIGHT_MAX_EVENTS
 
     path = workspace.table(c.EVENTS)
     if not path.exists():

@@ -11,7 +11,7 @@ Definitions (docs/runbook.md repeats them for operators):
 - ``ctr`` = clicks / impressions; ``conversion`` = purchases / impressions (None when there
   was no impression); ``revenue`` = the attributed purchases' ``price`` (the catalogue price
   when the event has none); ``revenue_per_request`` = revenue / requests;
-- **segments** are offline evaluation's (training.evaluate.segment_labels): the user's events
+- **segments** are offline evaluation's (recommender.segments.segment_labels): the user's events
   in the lake before the request decide new, light, regular or heavy users; ``new_products``
   counts the events on products launched at most ``new_days`` (30) before the event; its
   requests are the requests with such an event.
@@ -128,7 +128,7 @@ def online_performance(
     """The figures of ``window``: ``served`` and ``events`` are FeedbackLog.served() and
     FeedbackLog.events() (or frames with their columns); ``lake`` labels the segments."""
     from recommender.config import ContentConfig
-    from training.evaluate import segment_labels
+    from recommender.segments import segment_labels
 
     new_days = ContentConfig().new_days if new_days is None else new_days
     served = served[window.mask(served["served_at"])].copy()

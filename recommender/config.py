@@ -79,6 +79,12 @@ class RankerConfig(FrozenModel):
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     early_stopping_rounds: int = Field(30, ge=1)
+    min_rounds: int = Field(
+        50,
+        ge=1,
+        description="rounds kept unless the check requests find them worse than one tree "
+        "beyond noise (early stopping on a few hundred requests stops on noise)",
+    )
     negatives_per_request: int = Field(
         60, ge=1, description="training keeps the positives and this many negatives per request"
     )

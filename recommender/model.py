@@ -18,6 +18,7 @@ from recommender.catalog import Catalog, Vocabulary
 from recommender.config import ModelConfig
 from recommender.features_source import stored_columns
 from recommender.ranker import Ranker
+from recommender.segments import batch_segments
 from recommender.sources.als import AlsSource
 from recommender.sources.content import ContentSource
 from recommender.sources.covisit import CovisitSource
@@ -73,6 +74,9 @@ class Recommender:
         # requests without any past: ranker order, or the popularity source's own (validation
         # decides, see training.pipeline.cold_start_choice)
         self.cold_by_popularity = False
+        # user segments served by one source's own order, where validation found it better
+        # than the ranker beyond noise (see training.segment_orders)
+        self.segment_orders: dict[str, str] = {}
         self.meta: dict[str, object] = {}
 
     # ---------------------------------------------------------------- fitting
@@ -213,7 +217,8 @@ class Recommender:
 
         def keys(name: str) -> np.ndarray:
             """The user ids of a stored per-user frame, which ``_stored`` sorts once."""
-            if len(self.__dict__.get("_keys", {}).get(name, ())) != len(getattr(self, name)):
+            known = self.__dict__.get("_keys", {}).get(name)
+            if known is None or len(known) != len(getattr(self, name)):
                 self._stored(name, users[:0])
             return self._keys[name]
 
@@ -303,6 +308,7 @@ class Recommender:
                         has_past[part.history[REQ].to_numpy()] = True
                         cold = ~has_past[reqs]
                         scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
+                    scores = self._segment_scores(part, pairs, reqs, scores)
                 else:  # a single-source baseline: its own order
                     ranks = pairs[rank_cols].to_numpy(dtype=np.float64)
                     scores = -(ranks.min(axis=1) if rank_cols else np.full(len(pairs), np.nan))
@@ -318,6 +324,22 @@ class Recommender:
         if not out:
             return pd.DataFrame({REQ: [], "rank": [], ITEM: [], "score": []})
         return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)
+
+    def _segment_scores(
+        self, part: Batch, pairs: pd.DataFrame, reqs: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
+        """The ranker's scores, with the requests of a segment served by a source replaced by
+        that source's own order (its rank, negated; what it did not propose comes last)."""
+        orders = self.__dict__.get("segment_orders")  # (absent from older pickles)
+        if not orders:
+            return scores
+        segment = batch_segments(part)[reqs]
+        for name, source in orders.items():
+            column = f"{source}_rank"
+            if column in pairs:
+                mine = segment == name
+                scores = np.where(mine, -pairs[column].to_numpy(dtype=np.float64), scores)
+        return scores
 
     def recommend(self, requests: pd.DataFrame, k: int, feature_source) -> pd.DataFrame:
         """``user_id, rank, item_id, score`` for each request row (by user)."""

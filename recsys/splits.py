@@ -77,6 +77,59 @@ def split_last_days(
 
 
 @dataclass(frozen=True)
+class WindowChoice:
+    """Window lengths chosen from the data, and why (logged and written to the report)."""
+
+    validation_days: int
+    test_days: int
+    share_held_out: float
+    reason: str
+
+
+def choose_window_days(
+    events: pd.DataFrame,
+    longest: int = 14,
+    max_share: float = 0.25,
+    time_col: str = TIMESTAMP,
+) -> WindowChoice:
+    """Equal validation and test windows, as long as ``longest`` days while the two together
+    hold at most ``max_share`` of the events, else the longest that does (one day at least).
+
+    Two weeks suit a shop whose events spread over months; but when the data's rhythm is
+    another (review sequences stamped one item a day and ending together, a short export),
+    two weeks would hold most of every user's history and leave little to learn from. The
+    share of events held out is what must stay small, whatever a day means in the data.
+    """
+    if events.empty:
+        raise RecsysError("cannot split an empty event table")
+    times = events[time_col]
+    end = times.max().floor("D") + pd.Timedelta(days=1)
+    total = len(times)
+
+    def share(days: int) -> float:
+        return float((times >= end - pd.Timedelta(days=2 * days)).sum()) / total
+
+    for days in range(longest, 0, -1):
+        held = share(days)
+        if held <= max_share:
+            reason = (
+                f"{days}-day windows: the last {2 * days} days hold {held:.1%} of the events "
+                f"(at most {max_share:.0%} held out)"
+            )
+            if days < longest:
+                reason += f"; {days + 1}-day windows would hold {share(days + 1):.1%}"
+            return WindowChoice(days, days, held, reason)
+    held = share(1)
+    return WindowChoice(
+        1,
+        1,
+        held,
+        f"1-day windows, the shortest: the last 2 days hold {held:.1%} of the events "
+        f"(more than {max_share:.0%}: the data ends together, as sequences stamped a day apart do)",
+    )
+
+
+@dataclass(frozen=True)
 class LeaveLastOut:
     """Per-user hold-out: each user's last target event, and only what that user did before it."""
 

@@ -38,6 +38,7 @@ from recommender.config import AlsConfig, ModelConfig, RankerConfig
 from recommender.features_source import NoFeatures, OnlineFeatures, with_context
 from recommender.model import Recommender
 from recommender.ranker import Ranker
+from recommender.segments import batch_segments
 from recommender.state import (
     ITEM,
     KIND,
@@ -674,6 +675,17 @@ def ref_recommend_batch(model, batch, k, feature_source, sources=None, allowed=N
             if model.cold_by_popularity and "popularity_rank" in pairs:
                 cold = ~pairs[REQ].isin(part.history[REQ].unique()).to_numpy()
                 scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
+            n_past = pairs[REQ].map(part.history.groupby(REQ).size()).fillna(0).to_numpy()
+            unknown = part.requests.set_index(REQ)["user"].reindex(pairs[REQ]).to_numpy() < 0
+            segment = np.select(
+                [(n_past == 0) | unknown, n_past <= 5, n_past >= 30],
+                ["new_users", "light_users", "heavy_users"],
+                "regular_users",
+            )
+            for name, source in model.segment_orders.items():
+                if f"{source}_rank" in pairs:
+                    mine = segment == name
+                    scores = np.where(mine, -pairs[f"{source}_rank"].to_numpy(), scores)
         else:
             scores = -pairs[rank_cols].min(axis=1).to_numpy(dtype=np.float64)
         ranked = pairs[[REQ, ITEM, *rank_cols]].assign(score=scores)
@@ -740,8 +752,8 @@ def _fit_ranker(model: Recommender, requests: pd.DataFrame, extra: list[str]) ->
     labels = (rng.random(len(x)) < 0.2).astype(np.float32)
     qid = pairs[REQ].to_numpy()
     ranker = Ranker(names)
-    config = RankerConfig(n_estimators=25, max_depth=4, early_stopping_rounds=25)
-    ranker.fit((x, labels, qid), (x, labels, qid), config, seed=3)
+    config = RankerConfig(n_estimators=25, max_depth=4, early_stopping_rounds=25, min_rounds=25)
+    ranker.fit((x, labels, qid), (x, labels, qid), (x, labels, qid), config, seed=3)
     return ranker
 
 
@@ -1018,13 +1030,18 @@ def test_context_features_equal_the_reference_on_odd_inputs() -> None:
     _same_frame(with_context(frame), ref_with_context(frame))
 
 
+SEGMENT_ORDERS = {"light_users": "covisit", "regular_users": "als", "heavy_users": "repeat"}
+
+
 @pytest.mark.parametrize("cold_by_popularity", [False, True])
 @pytest.mark.parametrize("allow_rebuy", [False, True])
+@pytest.mark.parametrize("segment_orders", [{}, SEGMENT_ORDERS], ids=["ranker", "by-segment"])
 def test_recommend_batch_equals_the_reference(
-    shop: Shop, cold_by_popularity: bool, allow_rebuy: bool
+    shop: Shop, cold_by_popularity: bool, allow_rebuy: bool, segment_orders: dict
 ) -> None:
     model = shop.model
     model.cold_by_popularity, model.allow_rebuy = cold_by_popularity, allow_rebuy
+    model.segment_orders = dict(segment_orders)
     try:
         batch = model.batch(shop.requests)
         allowed = _allowed(model, 5)
@@ -1037,6 +1054,31 @@ def test_recommend_batch_equals_the_reference(
             _same_lists(got, ref_recommend_batch(model, batch, 7, None, sources=[source]))
     finally:
         model.cold_by_popularity, model.allow_rebuy = False, CONFIG.repeat.repurchase == "allow"
+        model.segment_orders = {}
+
+
+def test_a_segment_served_by_a_source_gets_that_sources_order(shop: Shop) -> None:
+    # given a model whose regular users are served by ALS's own order
+    model = shop.model
+    batch = model.batch(shop.requests)
+    segment = batch_segments(batch)
+    regular = np.flatnonzero(segment == "regular_users")
+    assert len(regular) and (segment != "regular_users").any()
+    ranked = model.recommend_batch(batch, 5, NoFeatures())
+    model.segment_orders = {"regular_users": "als"}
+    try:
+        got = model.recommend_batch(batch, 5, NoFeatures())
+    finally:
+        model.segment_orders = {}
+    # then those requests get ALS's candidates in ALS's order, the others the ranker's list
+    for req in range(len(batch)):
+        mine = got[got[REQ] == req]
+        if req in regular:
+            assert (np.diff(mine["als_rank"].to_numpy()) > 0).all(), req
+            assert mine["als_rank"].iloc[0] == 1, req
+        else:
+            before = ranked[ranked[REQ] == req]
+            assert mine[ITEM].tolist() == before[ITEM].tolist(), req
 
 
 def test_one_request_gets_its_rows_of_a_batch_of_many(shop: Shop) -> None:

@@ -12,7 +12,7 @@ from scipy.sparse import csr_matrix
 from recommender import candidates as cand
 from recommender.catalog import Catalog, Vocabulary
 from recommender.config import CovisitConfig, PopularityConfig, RepeatConfig
-from recommender.ranker import fewest_rounds, ndcg_at_10
+from recommender.ranker import choose_rounds, ndcg_at_10
 from recommender.sources.covisit import CovisitSource
 from recommender.sources.popularity import PopularitySource, top_stable
 from recommender.sources.repeat import RepeatSource
@@ -634,16 +634,22 @@ def test_ndcg_at_10_per_request_keeps_ties_in_row_order_and_skips_requests_witho
     np.testing.assert_allclose(got, [1 / np.log2(3), (1 + 1 / np.log2(4)) / ideal])
 
 
-def test_fewest_rounds_within_one_standard_error_of_the_best() -> None:
-    # given per-request values 0, 1, 0, 1 (standard error sqrt(1 / 3) / 2 = 0.289) and curves
-    # whose best round is the last, 0.7
-    per_request = np.array([0.0, 1.0, 0.0, 1.0])
-    # then the first round at 0.411 or more is kept: round 0 (0.5), or round 1 (0.45) when
-    # round 0 is further from the best (0.3)
-    assert fewest_rounds([0.5, 0.55, 0.6, 0.7], per_request) == 0
-    assert fewest_rounds([0.3, 0.45, 0.6, 0.7], per_request) == 1
-    # and without any spread to go on, the best round
-    assert fewest_rounds([0.5, 0.55, 0.6, 0.7], np.array([0.5])) == 3
+def test_more_trees_are_kept_unless_one_tree_is_better_beyond_noise() -> None:
+    # given check requests on which 6 rounds score 0.1 above one tree in three of four requests
+    one = np.array([0.2, 0.3, 0.4, 0.5])
+    more = np.array([0.3, 0.4, 0.5, 0.5])
+    # when the rounds are chosen
+    choice = choose_rounds(more, one, candidate=5, stopped=3)
+    # then the six rounds are kept, with the paired difference's mean 0.075 and its interval
+    assert choice.best_iteration == 5 and choice.stopped == 3 and choice.check_requests == 4
+    assert choice.more_trees == pytest.approx(0.425) and choice.one_tree == pytest.approx(0.35)
+    half = 1.96 * np.std([0.1, 0.1, 0.1, 0.0], ddof=1) / 2
+    assert choice.ci == pytest.approx((0.075 - half, 0.075 + half))
+    # and when one tree is better on every request, beyond noise, one tree is kept
+    assert choose_rounds(one, more, candidate=5, stopped=3).best_iteration == 0
+    # and a difference within noise keeps the more trees
+    noisy = np.array([0.5, 0.1, 0.6, 0.2])
+    assert choose_rounds(noisy, np.array([0.3, 0.4, 0.4, 0.3]), 5, 3).best_iteration == 5
 
 
 # ------------------------------------------------------------------------ ties

@@ -5,7 +5,7 @@ import pytest
 
 from recsys import columns as c
 from recsys.errors import RecsysError
-from recsys.splits import leave_last_out, split_by_time, split_last_days
+from recsys.splits import choose_window_days, leave_last_out, split_by_time, split_last_days
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +78,43 @@ def test_leave_last_out_holds_out_last_purchase_and_nothing_after_it() -> None:
     # applied again, it gives the validation target from the history
     again = leave_last_out(loo.history)
     assert list(again.targets[c.ITEM_ID]) == ["a"]
+
+
+def _daily(days: int, per_day: int, last_day_extra: int = 0) -> pd.DataFrame:
+    """``per_day`` events at noon on each of ``days`` days from 2025-01-01, plus
+    ``last_day_extra`` more on the last day."""
+    first = pd.Timestamp("2025-01-01 12:00")
+    stamps = [str(first + pd.Timedelta(days=d)) for d in range(days) for _ in range(per_day)]
+    stamps += [str(first + pd.Timedelta(days=days - 1))] * last_day_extra
+    return _events([("u", "i", "purchase", t) for t in stamps])
+
+
+def test_windows_chosen_from_data_keep_two_weeks_when_they_hold_out_little() -> None:
+    # given 200 days with one event a day: the last 28 days hold 14% of the events
+    choice = choose_window_days(_daily(200, 1))
+    # then both windows are two weeks
+    assert (choice.validation_days, choice.test_days) == (14, 14)
+    assert choice.share_held_out == pytest.approx(28 / 200)
+
+
+def test_windows_chosen_from_data_shrink_until_a_quarter_is_held_out() -> None:
+    # given 40 days with one event a day: 2 x 14 days would hold 70% of the events
+    choice = choose_window_days(_daily(40, 1))
+    # then the windows are the longest whose two hold at most 25%: 5 days (10 of 40 events)
+    assert (choice.validation_days, choice.test_days) == (5, 5)
+    assert choice.share_held_out == pytest.approx(10 / 40)
+    assert "6-day windows would hold 30.0%" in choice.reason
+
+
+def test_windows_chosen_from_sequences_ending_together_are_one_day() -> None:
+    # given sequences stamped a day apart ending on one day: 10 days of 1 event, 30 on the last
+    choice = choose_window_days(_daily(10, 1, last_day_extra=30))
+    # then the windows are one day each (leave-one-out), though they hold more than a quarter
+    assert (choice.validation_days, choice.test_days) == (1, 1)
+    assert choice.share_held_out == pytest.approx(32 / 40)
+    assert "the shortest" in choice.reason
+
+
+def test_windows_cannot_be_chosen_from_no_events() -> None:
+    with pytest.raises(RecsysError, match="empty"):
+        choose_window_days(EVENTS.iloc[:0])

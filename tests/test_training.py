@@ -6,7 +6,8 @@ metrics, report and registered model, which a fresh Python process also loads fr
 
 A pattern no shop would show (each of 30 new users views X, then views, carts and buys Y: two
 products no user had touched together before) is added to the shop inside the test window
-only, so a model that saw the test window would carry it.
+only: the model the test figures judge must not carry it, the registered artefact (refit on
+every event) must. So must it know a user whose only purchase is on the lake's last day.
 """
 
 import json
@@ -48,6 +49,7 @@ model:
 MODELS = ("ranker", "random", "popular", "als", "covisit", "content")
 LEAK_USERS = [f"leak-u{i:02d}" for i in range(30)]
 NEW_USER = "someone-brand-new"
+LAST_DAY_BUYER = "bought-on-the-last-day"
 NEW_PRODUCT = "brand-new-product"
 K = 5
 
@@ -151,6 +153,8 @@ def _add_leak(shop: Path) -> Leak:
             rows.append(
                 (user, item, kind, at + pd.Timedelta(minutes=step), f"leak-s{i:02d}", price)
             )
+    # a user whose only event is a purchase of `first` at the lake's last instant
+    rows.append((LAST_DAY_BUYER, first, c.PURCHASE, events[c.TIMESTAMP].max(), "last-day", price))
     leak = pd.DataFrame(
         rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.TIMESTAMP, c.SESSION_ID, c.PRICE]
     )
@@ -357,6 +361,7 @@ def test_the_lake_holds_the_test_window_pattern(
     # given the lake: the pattern survived ingestion, all of it inside the test window
     leak_rows = lake_frame[lake_frame[c.USER_ID].isin(LEAK_USERS)]
     assert len(leak_rows) == 4 * len(LEAK_USERS)
+    assert (lake_frame[c.USER_ID] == LAST_DAY_BUYER).sum() == 1
     assert leak_rows[TS].min() >= _test_start(trained)
     # when a co-visitation source is fitted on everything, test window included
     everything = Recommender.fit(
@@ -369,31 +374,65 @@ def test_the_lake_holds_the_test_window_pattern(
     assert covisit.matrices["session"][x, y] > 0
 
 
-def test_registered_model_never_saw_the_test_window(
-    trained: Trained, model: Recommender, lake_frame: pd.DataFrame
+def test_the_judged_model_never_saw_the_test_window(
+    trained: Trained, lake_frame: pd.DataFrame
 ) -> None:
-    # given the registered model and the split it was judged on
+    # given the model the test figures judge (sources fit on train + validation)
     test_ts = _test_start(trained)
     before = lake_frame[lake_frame[TS] < test_ts]
-    # then its stored histories end before the test window
-    assert len(model.past) > 0
-    assert model.past[TS].max() < test_ts
-    assert model.data_end < test_ts
-    # and it knows exactly the users active before it, none of the test window's new users
-    assert set(model.users.ids) == set(before[c.USER_ID])
-    assert not set(LEAK_USERS) & set(model.users.ids)
-    assert not set(LEAK_USERS) & set(model.past[c.USER_ID])
-    # and the pair seen only in the test window has no mass in any item-to-item matrix
-    x, y = model.catalog.items.rows([trained.leak.first, trained.leak.then])
-    for name, matrix in model.source("covisit").matrices.items():
+    judged = trained.metrics["artefact"]
+    # then its histories end before the test window and it knows only the users before it
+    assert pd.Timestamp(judged["judged_model_data_end"]).timestamp() == before[TS].max()
+    assert judged["judged_model_users"] == before[c.USER_ID].nunique()
+    # and a model fit the way it was carries none of the test window's pair
+    refit = Recommender.fit(
+        before,
+        trained.model.catalog,
+        pd.DataFrame({c.USER_ID: []}),
+        trained.model.config,
+        only=("covisit",),
+    )
+    x, y = trained.model.catalog.items.rows([trained.leak.first, trained.leak.then])
+    for name, matrix in refit.source("covisit").matrices.items():
         assert matrix[x, y] == 0 and matrix[y, x] == 0, name
-    # and the all-time popularity counts the events before the test window, not after
+
+
+def test_registered_artefact_knows_every_event_up_to_the_data_end(
+    trained: Trained, model: Recommender, lake_frame: pd.DataFrame
+) -> None:
+    # given the registered model and the lake it was trained from
+    # then its stored histories reach the lake's last event, the test window's included
+    assert model.data_end == lake_frame[TS].max()
+    assert set(model.users.ids) == set(lake_frame[c.USER_ID])
+    assert set(LEAK_USERS) <= set(model.past[c.USER_ID])
+    assert trained.metrics["artefact"]["deployed_events"] == len(lake_frame)
+    # and the pair seen only in the test window is in its item-to-item matrices
+    x, y = model.catalog.items.rows([trained.leak.first, trained.leak.then])
+    assert model.source("covisit").matrices["follow"][x, y] > 0
+    # and its all-time popularity counts every event
     n_items = len(model.catalog)
-    expected = np.log1p(np.bincount(before[ITEM], minlength=n_items).astype(np.float32))
-    leaked = np.log1p(np.bincount(lake_frame[ITEM], minlength=n_items).astype(np.float32))
-    total = model.source("popularity").total
-    np.testing.assert_array_equal(total, expected)
-    assert not np.array_equal(total, leaked)
+    expected = np.log1p(np.bincount(lake_frame[ITEM], minlength=n_items).astype(np.float32))
+    np.testing.assert_array_equal(model.source("popularity").total, expected)
+
+
+def test_a_purchase_on_the_lakes_last_day_changes_that_users_recommend_list(
+    trained: Trained, model: Recommender, tmp_path: Path
+) -> None:
+    # given a user whose only event is a purchase of the pattern's first product, on the
+    # lake's last day, and a user nobody has seen
+    users = _users_file(tmp_path / "users.csv", c.USER_ID, [LAST_DAY_BUYER, NEW_USER])
+    # when `recsys recommend` answers both from the registered artefact
+    out = tmp_path / "recs.csv"
+    assert _recommend(trained.workspace.home, users, out, "--k", str(K)) == 0
+    recs = pd.read_csv(out, dtype={c.USER_ID: str, c.ITEM_ID: str})
+    # then the buyer is not answered as a stranger: the list follows from the purchase
+    buyer, stranger = _top(recs, LAST_DAY_BUYER), _top(recs, NEW_USER)
+    assert len(buyer) == len(stranger) == K
+    assert buyer != stranger
+    # and what the test window taught follows from it: the pattern's second product is among
+    # the buyer's candidates
+    found = model.candidates(model.batch(pd.DataFrame({c.USER_ID: [LAST_DAY_BUYER]})))
+    assert trained.leak.then in set(model.catalog.items.ids[found[ITEM].to_numpy()])
 
 
 # ------------------------------------------------------------------------ determinism

@@ -12,12 +12,14 @@ from recsys.config import FrozenModel, load_yaml_model
 class SplitConfig(FrozenModel):
     """Temporal split counted back from the day after the last event.
 
-    One-day windows on data stamped one event a day per user (``recsys convert sequences``)
-    are exactly the leave-one-out protocol of the published sequence benchmarks.
+    Left out, the windows are chosen from the data (``recsys.splits.choose_window_days``):
+    two weeks each where that holds out little of the data, shorter where the data's rhythm
+    is another. One-day windows on data stamped one event a day per user (``recsys convert
+    sequences``) are exactly the leave-one-out protocol of the published sequence benchmarks.
     """
 
-    validation_days: int = Field(14, ge=1)
-    test_days: int = Field(14, ge=1)
+    validation_days: int | None = Field(None, ge=1, description="None: chosen from the data")
+    test_days: int | None = Field(None, ge=1, description="None: chosen from the data")
 
 
 class RequestsConfig(FrozenModel):
@@ -27,6 +29,17 @@ class RequestsConfig(FrozenModel):
     train: int = Field(6_000, ge=10, description="validation-window requests the ranker learns on")
     early_stopping: int = Field(1_500, ge=10, description="held-out requests for early stopping")
     test: int = Field(5_000, ge=10, description="test-window requests judged once")
+    windows: int = Field(
+        3,
+        ge=1,
+        description="windows the ranker learns from: validation and the ones before it, of "
+        "the same length, each answered by sources fit on the events before it",
+    )
+    every_session: bool = Field(
+        True,
+        description="the ranker learns from every session with a target event in the "
+        "validation window, not only each user's first (test judges each user's first)",
+    )
 
 
 class TrackingConfig(FrozenModel):

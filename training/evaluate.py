@@ -6,14 +6,13 @@ import numpy as np
 import pandas as pd
 
 from recommender.model import Recommender
+from recommender.segments import batch_segments
 from recommender.state import ITEM, REQ, TS, Batch
 from recsys import columns as c
 from recsys import metrics
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
-LIGHT_MAX_EVENTS = 5
-HEAVY_MIN_EVENTS = 30
 BASELINES = ("random", "popular", "als", "covisit", "content")
 
 
@@ -51,29 +50,9 @@ def random_lists(model: Recommender, batch: Batch, k: int, seed: int) -> pd.Data
     return pairs.assign(score=0.0, rank=pairs.groupby(REQ, sort=False).cumcount() + 1)
 
 
-def segment_labels(n_past: np.ndarray, unknown: np.ndarray) -> np.ndarray:
-    """The user segment of each request from the user's events before it: new users (none, or
-    a user the model does not know), light (at most 5), heavy (30 or more), regular. Online
-    monitoring (monitoring.performance) labels served requests with the same function."""
-    n_past = np.asarray(n_past)
-    return np.where(
-        (n_past == 0) | np.asarray(unknown, dtype=bool),
-        "new_users",
-        np.where(
-            n_past <= LIGHT_MAX_EVENTS,
-            "light_users",
-            np.where(n_past >= HEAVY_MIN_EVENTS, "heavy_users", "regular_users"),
-        ),
-    )
-
-
 def segments(model: Recommender, batch: Batch, requests: pd.DataFrame) -> pd.Series:
     """new users (no event before the request), light and heavy users by their past events."""
-    counts = batch.history.groupby(REQ).size()
-    n_past = batch.requests[REQ].map(counts).fillna(0).to_numpy()
-    unknown = batch.requests["user"].to_numpy() < 0
-    label = segment_labels(n_past, unknown)
-    return pd.Series(label, index=requests[metrics.REQUEST_ID].to_numpy())
+    return pd.Series(batch_segments(batch), index=requests[metrics.REQUEST_ID].to_numpy())
 
 
 def new_product_targets(

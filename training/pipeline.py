@@ -6,7 +6,10 @@ Stages, each timed:
 3. fetch their stored features with Feast point-in-time retrieval; fit the ranker
    (early stopping on held-out validation requests); decide the repurchase policy;
 4. refit the sources on train + validation; judge ranker and baselines once on test;
-5. log everything to MLflow and register the model with alias ``candidate``.
+5. refit the sources and stored histories on every event (train + validation + test),
+   keeping the ranker and the choices made on validation: the test figures judge the
+   procedure, and the deployed artefact is that procedure applied to all the shop knows;
+6. log everything to MLflow and register the model with alias ``candidate``.
 """
 
 import logging
@@ -27,11 +30,12 @@ from recommender.state import ITEM, REQ, Batch, batch_from_events, event_frame
 from recsys import columns as c
 from recsys import metrics
 from recsys.errors import RecsysError
-from recsys.splits import split_last_days
+from recsys.splits import choose_window_days, split_last_days
 from recsys.workspace import Workspace
 from training import evaluate
 from training.config import TrainConfig
 from training.requests import window_requests
+from training.segment_orders import segment_orders
 
 logger = logging.getLogger(__name__)
 SOURCE_NAMES = ("als", "covisit", "content", "popularity", "repeat")
@@ -146,6 +150,65 @@ def cold_start_choice(
     return out
 
 
+def learning_rows(pairs: pd.DataFrame, negatives: int, seed: int) -> pd.DataFrame:
+    """The labelled candidates of the requests with a positive among them: every positive and
+    at most ``negatives`` negatives drawn per request."""
+    learn = pairs[pairs.groupby(REQ)["label"].transform("max") > 0]
+    drawn = learn[learn["label"] == 0].groupby(REQ, group_keys=False)
+    keep_neg = drawn.apply(lambda g: g.sample(min(len(g), negatives), random_state=seed))
+    return pd.concat([learn[learn["label"] > 0], keep_neg]).sort_index()
+
+
+# request numbers of an earlier window start here, so no two windows share one
+WINDOW_OFFSET = 100_000_000
+
+
+def earlier_window(
+    back: int,
+    split,
+    frame: pd.DataFrame,
+    events: pd.DataFrame,
+    users: pd.DataFrame,
+    catalog: Catalog,
+    config: TrainConfig,
+    allow_rebuy: bool,
+    features,
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Ranker rows from the window ``back`` lengths before validation, answered by sources fit
+    on the events before that window only: as point-in-time as the validation window's, so
+    the ranker learns from several windows' requests without any leak. ``None`` when the
+    window has too little before or in it."""
+    cfg = config.model
+    length = split.test_start - split.validation_start
+    start = split.validation_start - back * length
+    end = start + length
+    start_ts, end_ts = start.timestamp(), end.timestamp()
+    before = frame[frame["ts"] < start_ts]
+    requests, targets = window_requests(
+        events,
+        start,
+        end,
+        config.requests.target_events,
+        config.requests.train,
+        cfg.seed + back,
+        every_session=config.requests.every_session,
+    )
+    if len(requests) < 20 or before[c.USER_ID].nunique() < 20:
+        logger.info("earlier window %d (%s to %s): too little data, not used", back, start, end)
+        return None
+    model = Recommender.fit(before, catalog, users, cfg)
+    model.allow_rebuy = allow_rebuy
+    past = frame[frame["ts"] < end_ts]
+    batch = batch_from_events(requests, past, users, model.users, cfg.history_items)
+    pairs = model.candidates(batch)
+    pairs["label"] = labelled(pairs, requests, targets, model)
+    has_past = pairs[REQ].isin(batch.history[REQ].unique()).to_numpy()
+    rows = learning_rows(pairs[has_past], cfg.ranker.negatives_per_request, cfg.seed + back)
+    x = model.features(batch, rows.drop(columns="label"), features)
+    rows = rows.assign(**{REQ: rows[REQ].to_numpy() + back * WINDOW_OFFSET})
+    return x.reset_index(drop=True), rows.reset_index(drop=True)
+
+
 def rebuy_share(batch: Batch, requests: pd.DataFrame, targets: pd.DataFrame, model) -> float:
     """Share of validation targets the user had already bought: do people here rebuy?"""
     bought = pd.DataFrame(
@@ -160,6 +223,31 @@ def rebuy_share(batch: Batch, requests: pd.DataFrame, targets: pd.DataFrame, mod
     return float(len(again) / max(len(targets), 1))
 
 
+def chosen_windows(events: pd.DataFrame, config: TrainConfig) -> dict[str, object]:
+    """The configured window lengths, or those the data suggests where the config leaves them
+    out (logged, and written to the report with the reason)."""
+    given = config.split
+    if given.validation_days is not None and given.test_days is not None:
+        return {
+            "validation_days": given.validation_days,
+            "test_days": given.test_days,
+            "windows": "configured",
+        }
+    choice = choose_window_days(events)
+    out = {
+        "validation_days": given.validation_days or choice.validation_days,
+        "test_days": given.test_days or choice.test_days,
+        "windows": f"chosen from the data: {choice.reason}",
+    }
+    logger.info(
+        "split windows %s: validation %d days, test %d days",
+        out["windows"],
+        out["validation_days"],
+        out["test_days"],
+    )
+    return out
+
+
 def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
     from features.build import read_lake
 
@@ -167,7 +255,8 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
     cfg = config.model
     with stages.stage("load"):
         events, products, users, lake_version = read_lake(workspace)
-        split = split_last_days(events, config.split.validation_days, config.split.test_days)
+        windows = chosen_windows(events, config)
+        split = split_last_days(events, windows["validation_days"], windows["test_days"])
         catalog = Catalog.build(products, events)
         frame = event_frame(events, catalog, cfg.events)
         val_ts = split.validation_start.timestamp()
@@ -195,6 +284,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             config.requests.target_events,
             limit,
             cfg.seed,
+            every_session=config.requests.every_session,
         )
         if len(requests) < 20:
             raise RecsysError(
@@ -220,34 +310,58 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         rng = np.random.default_rng(cfg.seed)
         reqs = np.arange(len(requests))
         rng.shuffle(reqs)
-        stop_reqs = np.sort(reqs[: min(config.requests.early_stopping, len(reqs) // 4)])
-        is_stop = pairs[REQ].isin(stop_reqs).to_numpy()
+        held_out = reqs[: min(config.requests.early_stopping, len(reqs) // 4)]
+        # half the held-out requests watch early stopping, half check what it chose: the
+        # rounds kept, and the order each user segment is served by
+        stop_reqs, check_reqs = np.sort(held_out[::2]), np.sort(held_out[1::2])
+        is_stop = pairs[REQ].isin(held_out).to_numpy()
         # requests without a past are left to the cold-start choice, which judges the ranker on
         # them: it must not have learned or stopped on any
         has_past = pairs[REQ].isin(batch.history[REQ].unique()).to_numpy()
-        learn = pairs[~is_stop & has_past]
-        positive = learn.groupby(REQ)["label"].transform("max") > 0
-        learn = learn[positive]
-        negatives = learn[learn["label"] == 0]
-        keep_neg = negatives.groupby(REQ, group_keys=False).apply(
-            lambda g: g.sample(min(len(g), cfg.ranker.negatives_per_request), random_state=cfg.seed)
+        learn = learning_rows(
+            pairs[~is_stop & has_past], cfg.ranker.negatives_per_request, cfg.seed
         )
-        learn = pd.concat([learn[learn["label"] > 0], keep_neg]).sort_index()
-        stop = pairs[is_stop & has_past]
-        stop = stop[stop.groupby(REQ)["label"].transform("max") > 0]
+        held = pairs[is_stop & has_past]
+        held = held[held.groupby(REQ)["label"].transform("max") > 0]
         x_learn = model.features(batch, learn.drop(columns="label"), features)
-        x_stop = model.features(batch, stop.drop(columns="label"), features)
-        logger.info(
-            "ranker rows: %s to learn, %s to stop early", f"{len(learn):,}", f"{len(stop):,}"
+        x_held = model.features(batch, held.drop(columns="label"), features)
+        in_stop = held[REQ].isin(stop_reqs).to_numpy()
+        stop, check = held[in_stop], held[~in_stop]
+    learned_from = [{"window": "validation", "requests": int(learn[REQ].nunique())}]
+    for back in range(1, config.requests.windows):
+        with stages.stage(f"earlier window {back} (sources, candidates, features)"):
+            earlier = earlier_window(
+                back, split, frame, events, users, catalog, config, model.allow_rebuy, features
+            )
+        if earlier is None:
+            break
+        x_more, more = earlier
+        learned_from.append(
+            {"window": f"validation - {back}", "requests": int(more[REQ].nunique())}
         )
+        x_learn = pd.concat([x_learn, x_more], ignore_index=True)
+        learn = pd.concat([learn, more], ignore_index=True)
+    logger.info(
+        "ranker rows: %s to learn (%s), %s to stop early, %s to check",
+        f"{len(learn):,}",
+        ", ".join(f"{w['window']}: {w['requests']:,} requests" for w in learned_from),
+        f"{len(stop):,}",
+        f"{len(check):,}",
+    )
     with stages.stage("fit ranker"):
         names = [col for col in x_learn.columns if col not in (REQ, ITEM)]
         ranker = Ranker(names)
         ranker.fit(
             (x_learn, learn["label"].to_numpy(), learn[REQ].to_numpy()),
-            (x_stop, stop["label"].to_numpy(), stop[REQ].to_numpy()),
+            (x_held[in_stop], stop["label"].to_numpy(), stop[REQ].to_numpy()),
+            (x_held[~in_stop], check["label"].to_numpy(), check[REQ].to_numpy()),
             cfg.ranker,
             cfg.seed,
+        )
+    with stages.stage("segment orders (validation check requests)"):
+        model.ranker = ranker
+        orders, order_evidence = segment_orders(
+            model, batch, requests, targets, check_reqs, features
         )
     with stages.stage("cold-start choice (validation)"):
         cold = cold_start_choice(
@@ -266,11 +380,12 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             cold,
             "popularity order" if cold_by_popularity else "ranker order",
         )
-    with stages.stage("refit sources (train + validation)"):
+    with stages.stage("refit sources (train + validation: the judged model)"):
         final = Recommender.fit(frame[frame["ts"] < test_ts], catalog, users, cfg)
         final.ranker = ranker
         final.allow_rebuy = model.allow_rebuy
         final.cold_by_popularity = cold_by_popularity
+        final.segment_orders = dict(orders)
     with stages.stage("test evaluation"):
         requests, targets = window_requests(
             events,
@@ -293,8 +408,24 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         overall, by_segment = evaluate.judge(
             lists, final, batch, requests, targets, tuple(config.ks), popularity, prices
         )
+    judged = {"data_end": final.data_end, "users": len(final.users)}
+    del model, batch, lists
+    with stages.stage("refit sources (every event: the deployed artefact)"):
+        deployed = Recommender.fit(frame, catalog, users, cfg)
+        deployed.ranker = ranker
+        deployed.allow_rebuy = final.allow_rebuy
+        deployed.cold_by_popularity = cold_by_popularity
+        deployed.segment_orders = dict(orders)
+        del final
+        logger.info(
+            "deployed artefact fit on %s events of %s users, up to %s",
+            f"{len(frame):,}",
+            f"{len(deployed.users):,}",
+            pd.Timestamp(deployed.data_end, unit="s", tz="UTC"),
+        )
     report = {
         "split": {
+            **windows,
             "validation_start": str(split.validation_start),
             "test_start": str(split.test_start),
             "end": str(split.end),
@@ -304,9 +435,44 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         "models": overall,
         "segments": by_segment,
         "candidates": recall,
-        "rebuy": {"share": share, "allowed": final.allow_rebuy},
+        "rebuy": {"share": share, "allowed": deployed.allow_rebuy},
         "cold_start": {**cold, "by_popularity": cold_by_popularity},
-        "ranker": {"best_iteration": ranker.best_iteration, "features": len(names)},
+        "segment_orders": {"served_by": orders, "validation": order_evidence},
+        "ranker": {
+            "best_iteration": ranker.best_iteration,
+            "rounds": ranker.best_iteration + 1,
+            "early_stopping_rounds": ranker.rounds.stopped + 1,
+            "check_requests": ranker.rounds.check_requests,
+            "check_ndcg@10": {
+                "chosen": ranker.rounds.more_trees,
+                "one_tree": ranker.rounds.one_tree,
+                "difference_ci95": list(ranker.rounds.ci),
+            },
+            "learning_requests": learned_from,
+            "stop_requests": int(stop[REQ].nunique()),
+            "features": len(names),
+        },
+        "artefact": {
+            "judged": (
+                "the test figures judge the procedure: sources fit on train + validation, "
+                "ranker and choices from validation, test-window requests answered once"
+            ),
+            "judged_model_data_end": _instant(judged["data_end"]),
+            "judged_model_users": judged["users"],
+            "deployed": (
+                "the registered artefact is the same procedure refit on every event up to "
+                "the data end (train + validation + test), same ranker and choices"
+            ),
+            "deployed_data_end": _instant(deployed.data_end),
+            "deployed_users": len(deployed.users),
+            "deployed_events": len(frame),
+        },
     }
-    final.meta = {"lake_version": lake_version, "data_end": str(split.end)}
-    return TrainResult(final, report, stages.rows, ranker.importance(), ranker.curve, lake_version)
+    deployed.meta = {"lake_version": lake_version, "data_end": str(split.end)}
+    return TrainResult(
+        deployed, report, stages.rows, ranker.importance(), ranker.curve, lake_version
+    )
+
+
+def _instant(epoch: float) -> str:
+    return str(pd.Timestamp(epoch, unit="s", tz="UTC"))

@@ -24,6 +24,52 @@ def _table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _artefact_lines(artefact: dict | None) -> list[str]:
+    """What the figures judge and what the registered artefact was fit on: they differ, on
+    purpose, and a reader of the figures must know it."""
+    if not artefact:
+        return []
+    return [
+        f"These figures judge the procedure: {artefact['judged']} (model data end "
+        f"{artefact['judged_model_data_end']}, {artefact['judged_model_users']:,} users).",
+        "",
+        f"The registered artefact: {artefact['deployed']} (data end "
+        f"{artefact['deployed_data_end']}, {artefact['deployed_users']:,} users, "
+        f"{artefact['deployed_events']:,} events).",
+        "",
+    ]
+
+
+def _segment_order_lines(orders: dict | None) -> list[str]:
+    """Which segments a simple list serves, and the validation figures behind each choice."""
+    if not orders:
+        return []
+    rows = orders["validation"]
+    names = sorted(
+        {key for row in rows.values() for key in row}
+        - {"requests", "served_by", "best_simple", "difference_ci95"}
+    )
+    lines = [
+        "## Segments served by a simple list (validation check requests, NDCG@10)",
+        "",
+        "| segment | requests | served by | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for segment, row in rows.items():
+        cells = [f"{row[n]:.4f}" if isinstance(row.get(n), float) else "-" for n in names]
+        lines.append(
+            f"| {segment} | {row['requests']} | {row['served_by']} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "A segment is served by a source's own order where the best one beats the ranker "
+        "beyond noise (paired 95% interval of the difference above zero); new users are the "
+        "cold-start choice's.",
+        "",
+    ]
+    return lines
+
+
 def write_report(
     folder: Path,
     report: dict,
@@ -65,6 +111,9 @@ def write_report(
     for name, values in curve.items():
         if name.endswith(f"ndcg@{k}"):
             ax.plot(values, label=name)
+    chosen = report.get("ranker", {}).get("best_iteration")
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", linestyle="--", label=f"kept: {chosen + 1} rounds")
     ax.set_xlabel("boosting round")
     ax.set_title("Ranker learning curve")
     ax.legend()
@@ -80,6 +129,7 @@ def write_report(
         "",
         "## Test metrics",
         "",
+        *_artefact_lines(report.get("artefact")),
         _table(report["models"], columns),
         "",
         f"## {metric} by segment",
@@ -100,6 +150,7 @@ def write_report(
         "",
         "![learning curve](learning_curve.png)",
         "",
+        *_segment_order_lines(report.get("segment_orders")),
         "## Stages",
         "",
         "| stage | seconds | peak GB |",

@@ -3,6 +3,10 @@
 A user's request in a window is the start of their first session there that holds a target
 event (cart or purchase by default); the answer is judged on every item they targeted from
 then to the window's end. Only what happened before the request is visible to the model.
+
+The ranker learns from more: with ``every_session``, each session of a user that holds a target
+event is a request of its own (its past includes the user's earlier sessions of the window),
+so a window of a few weeks yields several requests per active user instead of one.
 """
 
 import numpy as np
@@ -20,12 +24,15 @@ def window_requests(
     target_events: tuple[str, ...],
     limit: int,
     seed: int,
+    every_session: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``requests`` (request_id, user_id, ts, device, country) and ``targets``
     (request_id, item_id), at most ``limit`` requests drawn with ``seed``."""
     window = events[(events[c.TIMESTAMP] >= start) & (events[c.TIMESTAMP] < end)]
     hit = window[window[c.EVENT_TYPE].isin(target_events)]
     session_col = c.SESSION_ID if c.SESSION_ID in window else None
+    if every_session:
+        return _session_requests(window, hit, session_col, limit, seed)
     if session_col:
         first_hit = hit.sort_values(c.TIMESTAMP).groupby(c.USER_ID, sort=False).head(1)
         sessions = first_hit.set_index(c.USER_ID)[session_col]
@@ -55,4 +62,50 @@ def window_requests(
             c.ITEM_ID: wanted[c.ITEM_ID].astype(str).to_numpy(),
         }
     ).drop_duplicates()
+    return requests, targets.sort_values([REQUEST_ID, c.ITEM_ID]).reset_index(drop=True)
+
+
+def _session_requests(
+    window: pd.DataFrame,
+    hit: pd.DataFrame,
+    session_col: str | None,
+    limit: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One request at the start of every session holding a target event (without session ids,
+    at every target event's instant); targets: what the user targeted from then to the
+    window's end. Several requests of one user share a user id, never a request id."""
+    if session_col:
+        keys = hit[[c.USER_ID, session_col]].drop_duplicates()
+        in_session = window.merge(keys, on=[c.USER_ID, session_col])
+        starts = in_session.sort_values(c.TIMESTAMP, kind="stable")
+        starts = starts.groupby([c.USER_ID, session_col], sort=False).head(1)
+    else:
+        starts = hit.sort_values(c.TIMESTAMP, kind="stable").drop_duplicates(
+            [c.USER_ID, c.TIMESTAMP]
+        )
+    starts = starts.sort_values([c.USER_ID, c.TIMESTAMP], kind="stable").reset_index(drop=True)
+    if len(starts) > limit:
+        pick = np.random.default_rng(seed).choice(len(starts), size=limit, replace=False)
+        starts = starts.iloc[np.sort(pick)].reset_index(drop=True)
+    ts = epoch(starts[c.TIMESTAMP])
+    requests = pd.DataFrame(
+        {
+            REQUEST_ID: np.arange(len(starts)),
+            c.USER_ID: starts[c.USER_ID].astype(str).to_numpy(),
+            "ts": ts,
+            c.DEVICE: starts[c.DEVICE].astype(object).to_numpy() if c.DEVICE in starts else None,
+            c.COUNTRY: starts[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in starts else None,
+        }
+    )
+    wanted = pd.DataFrame(
+        {
+            c.USER_ID: hit[c.USER_ID].astype(str).to_numpy(),
+            c.ITEM_ID: hit[c.ITEM_ID].astype(str).to_numpy(),
+            "at": epoch(hit[c.TIMESTAMP]),
+        }
+    )
+    pairs = requests[[REQUEST_ID, c.USER_ID, "ts"]].merge(wanted, on=c.USER_ID)
+    pairs = pairs[pairs["at"] >= pairs["ts"]]
+    targets = pairs[[REQUEST_ID, c.ITEM_ID]].drop_duplicates()
     return requests, targets.sort_values([REQUEST_ID, c.ITEM_ID]).reset_index(drop=True)

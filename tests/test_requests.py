@@ -1,0 +1,91 @@
+"""Training requests on tiny hand-made frames with exact expected rows."""
+
+import pandas as pd
+import pytest
+
+from recsys import columns as c
+from recsys.metrics import REQUEST_ID
+from training.requests import window_requests
+
+pytestmark = pytest.mark.unit
+
+START, END = pd.Timestamp("2025-01-10", tz="UTC"), pd.Timestamp("2025-01-20", tz="UTC")
+TARGETS = (c.CART, c.PURCHASE)
+
+
+def _events(rows: list[tuple[str, str, str, str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        rows, columns=[c.USER_ID, c.ITEM_ID, c.EVENT_TYPE, c.TIMESTAMP, c.SESSION_ID]
+    )
+    frame[c.TIMESTAMP] = pd.to_datetime(frame[c.TIMESTAMP], utc=True)
+    return frame
+
+
+EVENTS = _events(
+    [
+        ("u1", "a", c.PURCHASE, "2025-01-05 10:00", "s0"),  # before the window
+        ("u1", "b", c.VIEW, "2025-01-11 10:00", "s1"),
+        ("u1", "c", c.PURCHASE, "2025-01-11 10:05", "s1"),
+        ("u1", "d", c.VIEW, "2025-01-12 09:00", "s2"),  # a session without a target
+        ("u1", "e", c.VIEW, "2025-01-15 08:00", "s3"),
+        ("u1", "f", c.CART, "2025-01-15 08:10", "s3"),
+        ("u2", "g", c.PURCHASE, "2025-01-13 12:00", "s4"),
+        ("u2", "h", c.PURCHASE, "2025-01-21 12:00", "s5"),  # after the window
+    ]
+)
+
+
+def _epoch(text: str) -> float:
+    return pd.Timestamp(text, tz="UTC").timestamp()
+
+
+def test_first_session_requests_are_one_per_user_with_every_later_target() -> None:
+    # when each user's first session with a target is a request
+    requests, targets = window_requests(EVENTS, START, END, TARGETS, 10, seed=0)
+    # then u1 is asked at s1's start and judged on c and f, u2 at s4 on g
+    assert requests[c.USER_ID].tolist() == ["u1", "u2"]
+    assert requests["ts"].tolist() == [_epoch("2025-01-11 10:00"), _epoch("2025-01-13 12:00")]
+    assert list(targets.itertuples(index=False, name=None)) == [(0, "c"), (0, "f"), (1, "g")]
+
+
+def test_every_session_requests_ask_each_target_session_from_its_start() -> None:
+    # when every session with a target is a request
+    requests, targets = window_requests(EVENTS, START, END, TARGETS, 10, 0, every_session=True)
+    # then u1 is asked at s1's and at s3's start (s2 has no target), u2 at s4's
+    assert requests[c.USER_ID].tolist() == ["u1", "u1", "u2"]
+    assert requests["ts"].tolist() == [
+        _epoch("2025-01-11 10:00"),
+        _epoch("2025-01-15 08:00"),
+        _epoch("2025-01-13 12:00"),
+    ]
+    assert requests[REQUEST_ID].tolist() == [0, 1, 2]
+    # and each is judged on what the user targeted from then to the window's end
+    assert list(targets.itertuples(index=False, name=None)) == [
+        (0, "c"),
+        (0, "f"),
+        (1, "f"),
+        (2, "g"),
+    ]
+
+
+def test_every_session_requests_without_session_ids_are_at_each_target_instant() -> None:
+    # given the same events without session ids
+    requests, targets = window_requests(
+        EVENTS.drop(columns=c.SESSION_ID), START, END, TARGETS, 10, 0, every_session=True
+    )
+    # then each target event's instant is a request
+    assert requests["ts"].tolist() == [
+        _epoch("2025-01-11 10:05"),
+        _epoch("2025-01-15 08:10"),
+        _epoch("2025-01-13 12:00"),
+    ]
+    assert len(targets) == 4
+
+
+def test_every_session_requests_are_drawn_down_to_the_limit_with_the_seed() -> None:
+    # when at most two of the three requests are wanted
+    first, _ = window_requests(EVENTS, START, END, TARGETS, 2, seed=3, every_session=True)
+    again, _ = window_requests(EVENTS, START, END, TARGETS, 2, seed=3, every_session=True)
+    # then two are drawn, the same two for the same seed
+    assert len(first) == 2
+    pd.testing.assert_frame_equal(first, again)
