@@ -37,11 +37,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from shop.generate import generate_shop
 
     started = time.perf_counter()
-    summary = generate_shop(Path(args.out), scale=args.scale, seed=args.seed, fmt=args.format)
+    summary = generate_shop(
+        Path(args.out), scale=args.scale, seed=args.seed, fmt=args.format, kind=args.kind
+    )
     figures = summary.to_dict()
     figures["seconds"] = round(time.perf_counter() - started, 2)
     print(
-        f"generated shop '{args.scale}' (seed {args.seed}) in {args.out}: "
+        f"generated {args.kind} shop '{args.scale}' (seed {args.seed}) in {args.out}: "
         f"{figures.get('events', 0):,} events, {figures.get('users', 0):,} users, "
         f"{figures.get('products', 0):,} products in {figures['seconds']}s"
     )
@@ -393,10 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Write a realistic generated shop (events, products, users) with its hidden "
         "ground truth in ground_truth/. Deterministic for a given seed.\n\n"
         "scales: tiny = 2K users, 500 products, 20K events; small = 20K, 5K, 200K;\n"
-        "        full = 200K users, 50K products, 2M events; all over 12 months.",
+        "        full = 200K users, 50K products, 2M events; all over 12 months.\n"
+        "--kind grocery: baskets every few days, mostly each household's own staples on\n"
+        "        personal cycles, over 4 months; tiny = 150 households, 200 products;\n"
+        "        small = 1.5K, 1.5K; full = 15K, 6K (about as many events as the general\n"
+        "        shop of the same scale).",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     p.add_argument("--scale", choices=SCALES, default="small", help="shop size (default: small)")
+    p.add_argument(
+        "--kind",
+        choices=("general", "grocery"),
+        default="general",
+        help="general: a department store (default); grocery: repeat-purchase baskets",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--format",

@@ -53,6 +53,7 @@ MARGIN = 1.03
 MAX_ATTEMPTS = 4
 UNDERSHOOT_TOLERANCE = 0.01
 STREAMS = ("catalogue", "users", "sessions", "noise", "trim")
+KINDS = ("general", "grocery")
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,15 @@ def _shop_json(
 
 
 def generate_shop(
-    out_dir: Path, scale: str = "small", seed: int = 0, fmt: str = "parquet"
+    out_dir: Path, scale: str = "small", seed: int = 0, fmt: str = "parquet", kind: str = "general"
 ) -> ShopSummary:
-    """Write a generated shop (data contract + ground truth + manifest) into ``out_dir``."""
+    """Write a generated shop (data contract + ground truth + manifest) into ``out_dir``.
+
+    ``kind`` is the shop's trade: ``general`` (a department store, discovery-heavy) or
+    ``grocery`` (baskets every few days, mostly the household's own staples; shop.grocery).
+    """
+    if kind not in KINDS:
+        raise RecsysError(f"unknown shop kind {kind!r}; allowed: {', '.join(KINDS)}")
     spec = resolve_scale(scale)
     check_format(fmt)
     try:
@@ -210,6 +217,8 @@ def generate_shop(
         (out_dir / GROUND_TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RecsysError(f"{out_dir}: cannot create output folder ({exc})") from None
+    if kind == "grocery":
+        return _generate_grocery(out_dir, scale, seed, fmt)
     streams = dict(zip(STREAMS, np.random.default_rng(seed).spawn(len(STREAMS)), strict=True))
     stages = _Stages()
     logger.info("generating %s shop (seed %d, %s) into %s", scale, seed, fmt, out_dir)
@@ -316,5 +325,42 @@ def generate_shop(
         summary.users,
         summary.products,
         sum(stages.seconds.values()),
+    )
+    return summary
+
+
+def _generate_grocery(out_dir: Path, scale: str, seed: int, fmt: str) -> ShopSummary:
+    """The grocery shop, summarised like the general one (it has no noise rows)."""
+    from shop.grocery import generate_grocery
+
+    logger.info("generating %s grocery shop (seed %d, %s) into %s", scale, seed, fmt, out_dir)
+    began = time.perf_counter()
+    files, events, sessions, users, products = generate_grocery(out_dir, scale, seed, fmt)
+    type_counts = np.bincount(events.etype, minlength=3)
+    summary = ShopSummary(
+        out_dir=str(out_dir),
+        scale=scale,
+        seed=seed,
+        fmt=fmt,
+        events=len(events),
+        clean_events=len(events),
+        users=users,
+        products=products,
+        sessions=sessions,
+        event_types={
+            name: int(c)
+            for name, c in zip((col.VIEW, col.CART, col.PURCHASE), type_counts, strict=True)
+        },
+        noise={},
+        files={k: str(p.relative_to(out_dir)) for k, p in files.items()} | {"manifest": MANIFEST},
+        seconds={"grocery": round(time.perf_counter() - began, 3)},
+    )
+    write_json(summary.to_dict() | {"kind": "grocery"}, out_dir / MANIFEST)
+    logger.info(
+        "grocery shop written: %d events (%d baskets), %d users, %d products",
+        summary.events,
+        sessions,
+        users,
+        products,
     )
     return summary
