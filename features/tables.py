@@ -212,11 +212,14 @@ def user_category_affinity(
         {c.USER_ID: pd.Series(dtype="string"), c.CATEGORY: pd.Series(dtype="string")}
     )
     if not len(products) or c.CATEGORY not in products.columns:
+        # no categories, no affinities: an empty table of the view's columns, so Feast's
+        # offline and online stores still find every column they declare
         cols = [f"affinity_{w}d" for w in n.AFFINITY_WINDOWS] + ["affinity_total", "share_total"]
-        return empty.assign(
+        empty = empty.assign(
             **{n.EVENT_TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]")},
             **{col: pd.Series(dtype="float64") for col in cols},
         )
+        return _finish(empty, [c.USER_ID, c.CATEGORY])
     ev = _with_days(events)
     ev[c.CATEGORY] = ev[c.ITEM_ID].map(products.set_index(c.ITEM_ID)[c.CATEGORY])
     ev = ev.dropna(subset=[c.CATEGORY])

@@ -6,7 +6,7 @@ the rejected rows with their original values, so nothing is lost or silently alt
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ class Checked:
     rows_in: int
     files: list[str]
     extra_columns: list[str]
+    truncated: dict[str, int] = field(default_factory=dict)
 
 
 def _convert(
@@ -56,6 +57,10 @@ def _convert(
                 v.reject(typed[col].isna(), r.MISSING_ID, f"{col} is empty")
             elif kind == "timestamp":
                 typed[col], bad = parse.parse_timestamp(raw, earliest, latest)
+                typed[col], cut = parse.to_microseconds(typed[col])
+                if cut:
+                    v.truncated[col] = cut
+                    logger.info("%s: %s values cut to the microsecond", col, f"{cut:,}")
                 if col in spec.required:
                     bad = bad | ~parse.present(raw)
                 v.reject(
@@ -194,7 +199,13 @@ def _finish(raw: RawTable, spec: TableSpec, typed: dict[str, pd.Series], v: Verd
         quarantine = pd.concat([quarantine, bad], ignore_index=True)
     extra = sorted(col for col in typed if col not in spec.kinds)
     return Checked(
-        spec.name, kept, quarantine.reset_index(drop=True), raw.rows_in, raw.files, extra
+        spec.name,
+        kept,
+        quarantine.reset_index(drop=True),
+        raw.rows_in,
+        raw.files,
+        extra,
+        dict(v.truncated),
     )
 
 

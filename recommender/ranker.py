@@ -41,6 +41,14 @@ def fewest_rounds(curve: list[float], per_request: np.ndarray) -> int:
     return next(i for i, value in enumerate(curve) if value >= floor)
 
 
+def uninformative(matrix: np.ndarray, names: list[str]) -> list[str]:
+    """The columns with one value or none at all: a feature whose input the shop lacks (no
+    products table, no prices, ...) is all missing, and no tree can split on it."""
+    low = np.nanmin(matrix, axis=0, initial=np.inf)
+    high = np.nanmax(matrix, axis=0, initial=-np.inf)
+    return [name for name, lo, hi in zip(names, low, high, strict=True) if not lo < hi]
+
+
 class Ranker:
     def __init__(self, feature_names: list[str], booster=None) -> None:
         self.feature_names = list(feature_names)
@@ -72,6 +80,14 @@ class Ranker:
             return d
 
         dtrain, dvalid = dmatrix(train), dmatrix(valid)
+        blank = uninformative(self.matrix(train[0]), self.feature_names)
+        if blank:
+            logger.info(
+                "ranker: %d of %d features carry nothing in this data (missing or constant): %s",
+                len(blank),
+                len(self.feature_names),
+                ", ".join(blank),
+            )
         _, valid_y, valid_qid = valid
         order = np.argsort(valid_qid, kind="stable")
         params = {
