@@ -116,7 +116,8 @@ def empty_features(frames: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
     rows): Feast still serves them, as missing, and the ranker cannot learn from them."""
     out = {}
     for name, frame in frames.items():
-        keys = {c.USER_ID, c.ITEM_ID, c.CATEGORY, n.EVENT_TIMESTAMP, n.CREATED}
+        keys = {c.USER_ID, c.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED}
+        keys |= {c.CATEGORY} if name == n.USER_CATEGORY else set()  # (a key there only)
         empty = [col for col in frame.columns if col not in keys and not frame[col].notna().any()]
         if empty:
             out[name] = empty

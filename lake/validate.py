@@ -36,7 +36,7 @@ class Checked:
     rows_in: int
     files: list[str]
     extra_columns: list[str]
-    truncated: dict[str, int] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)  # kept rows cut to the microsecond
 
 
 def _convert(
@@ -58,9 +58,8 @@ def _convert(
             elif kind == "timestamp":
                 typed[col], bad = parse.parse_timestamp(raw, earliest, latest)
                 typed[col], cut = parse.to_microseconds(typed[col])
-                if cut:
-                    v.truncated[col] = cut
-                    logger.info("%s: %s values cut to the microsecond", col, f"{cut:,}")
+                if cut.any():
+                    v.truncated[col] = cut.to_numpy()
                 if col in spec.required:
                     bad = bad | ~parse.present(raw)
                 v.reject(
@@ -198,6 +197,9 @@ def _finish(raw: RawTable, spec: TableSpec, typed: dict[str, pd.Series], v: Verd
         bad[c.DETAIL] = "the row does not split into the header's columns"
         quarantine = pd.concat([quarantine, bad], ignore_index=True)
     extra = sorted(col for col in typed if col not in spec.kinds)
+    truncated = {col: int((cut & accepted).sum()) for col, cut in v.truncated.items()}
+    for col, n in truncated.items():
+        logger.info("%s.%s: %s kept values cut to the microsecond", spec.name, col, f"{n:,}")
     return Checked(
         spec.name,
         kept,
@@ -205,7 +207,7 @@ def _finish(raw: RawTable, spec: TableSpec, typed: dict[str, pd.Series], v: Verd
         raw.rows_in,
         raw.files,
         extra,
-        dict(v.truncated),
+        {col: n for col, n in truncated.items() if n},
     )
 
 
