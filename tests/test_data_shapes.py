@@ -107,9 +107,12 @@ SHAPES = {
         {c.USERS} | EVENT_OPTIONALS | PRODUCT_OPTIONALS,
         _merge(NO_PRICES, NO_CONTENT, NO_PROFILE),
     ),
-    # a grocery order log's users file: ids, no demographics; no catalogue
+    # like a grocery order log: purchases only, a users file of bare ids, no catalogue
     "users_with_user_id_only": Shape(
-        lambda s: {c.EVENTS: s.events[REQUIRED], c.USERS: s.users[[c.USER_ID]]},
+        lambda s: {
+            c.EVENTS: s.events.loc[s.events[c.EVENT_TYPE] == c.PURCHASE, REQUIRED],
+            c.USERS: s.users[[c.USER_ID]],
+        },
         {c.PRODUCTS} | EVENT_OPTIONALS | USER_OPTIONALS,
         _merge(NO_PRICES, NO_CONTENT, NO_PROFILE),
     ),
@@ -213,21 +216,21 @@ def build(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
         folder = _write(root / "shop", SHAPES[name].tables(shop))
         home, config = root / "home", root / "train.yaml"
         config.write_text(TRAIN_YAML)
-        known = _most_frequent(shop.events[c.USER_ID])
-        users = root / "users.csv"
-        pd.DataFrame({c.USER_ID: [known, NEW_USER]}).to_csv(users, index=False)
-        recs = root / "recs.csv"
         for args in (
             ("ingest", str(folder)),
             ("features", "build"),
             ("features", "apply"),
             ("features", "materialize"),
             ("train", "--config", str(config)),
-            ("recommend", "--alias", ALIAS, "--users", str(users), "--k", str(K),
-             "--out", str(recs)),
-        ):  # fmt: skip
+        ):
             cli(home, "local", {}, *args)
         workspace = Workspace(home=home.resolve(), profile="local")
+        # the lake's busiest user (test accounts and resellers of the source are not in it)
+        known = _most_frequent(pd.read_parquet(workspace.table(c.EVENTS))[c.USER_ID])
+        users, recs = root / "users.csv", root / "recs.csv"
+        pd.DataFrame({c.USER_ID: [known, NEW_USER]}).to_csv(users, index=False)
+        cli(home, "local", {}, "recommend", "--alias", ALIAS, "--users", str(users),
+            "--k", str(K), "--out", str(recs))  # fmt: skip
         manifest = json.loads((home / "features" / "manifest.json").read_text())
         out = Built(name, workspace, manifest, pd.read_csv(recs, dtype={c.ITEM_ID: str}), known)
         done[name] = out
