@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from features import names as n
 from features import tables
 from features.snapshots import day_number
+from lake.tables import SPECS
 from recsys import columns as c
 from recsys.errors import RecsysError
 from recsys.workspace import Workspace
@@ -100,8 +101,6 @@ def compute_tables(
 def missing_inputs(events: pd.DataFrame, products: pd.DataFrame, users: pd.DataFrame) -> list[str]:
     """The contract's optional tables and columns this lake does not have (``products``,
     ``events.price``, ...): the features built from them stay empty."""
-    from lake.tables import SPECS
-
     missing = []
     for name, frame in ((c.EVENTS, events), (c.PRODUCTS, products), (c.USERS, users)):
         if name != c.EVENTS and not len(frame):

@@ -168,7 +168,11 @@ def product_catalog(products: pd.DataFrame, events: pd.DataFrame) -> pd.DataFram
     index = base.index.union(seen.index)
     base, seen = base.reindex(index), seen.reindex(index)
     out = pd.DataFrame({c.ITEM_ID: index.astype("string")})
-    created = base[c.CREATED_AT] if c.CREATED_AT in base else pd.Series(pd.NaT, index=index)
+    created = (
+        base[c.CREATED_AT]
+        if c.CREATED_AT in base
+        else pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
+    )
     created = created.fillna(seen["first_seen"]).fillna(NO_TIME)
     out[n.EVENT_TIMESTAMP] = created.to_numpy()
     out["created_epoch"] = epoch_seconds(created).to_numpy()
@@ -190,7 +194,11 @@ def user_profile(users: pd.DataFrame) -> pd.DataFrame:
         if len(users)
         else (pd.DataFrame({c.USER_ID: pd.Series(dtype="string")}))
     )
-    signup = users[c.SIGNUP_AT] if c.SIGNUP_AT in users else pd.Series(pd.NaT, index=users.index)
+    signup = (
+        users[c.SIGNUP_AT]
+        if c.SIGNUP_AT in users
+        else pd.Series(pd.NaT, index=users.index, dtype="datetime64[ns, UTC]")
+    )
     out[n.EVENT_TIMESTAMP] = (
         signup.fillna(NO_TIME).to_numpy() if len(users) else pd.Series(dtype="datetime64[ns, UTC]")
     )
