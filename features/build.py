@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from features import names as n
 from features import tables
 from features.snapshots import day_number
+from lake.tables import SPECS
 from recsys import columns as c
 from recsys.errors import RecsysError
 from recsys.workspace import Workspace
@@ -97,6 +98,31 @@ def compute_tables(
     return out
 
 
+def missing_inputs(events: pd.DataFrame, products: pd.DataFrame, users: pd.DataFrame) -> list[str]:
+    """The contract's optional tables and columns this lake does not have (``products``,
+    ``events.price``, ...): the features built from them stay empty."""
+    missing = []
+    for name, frame in ((c.EVENTS, events), (c.PRODUCTS, products), (c.USERS, users)):
+        if name != c.EVENTS and not len(frame):
+            missing.append(name)
+            continue
+        missing += [f"{name}.{col}" for col in SPECS[name].kinds if col not in frame.columns]
+    return missing
+
+
+def empty_features(frames: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Per table, the features without a single value (a missing input, or a table with no
+    rows): Feast still serves them, as missing, and the ranker cannot learn from them."""
+    out = {}
+    for name, frame in frames.items():
+        keys = {c.USER_ID, c.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED}
+        keys |= {c.CATEGORY} if name == n.USER_CATEGORY else set()  # (a key there only)
+        empty = [col for col in frame.columns if col not in keys and not frame[col].notna().any()]
+        if empty:
+            out[name] = empty
+    return out
+
+
 def write_tables(frames: dict[str, pd.DataFrame], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
@@ -116,6 +142,12 @@ def build_features(workspace: Workspace, as_of: str | None = None) -> BuildResul
     last_day = as_of_day(events, as_of)
     timings: dict[str, float] = {}
     frames = compute_tables(events, products, users, last_day, timings)
+    missing = missing_inputs(events, products, users)
+    empty = empty_features(frames)
+    if missing:
+        logger.warning("features: the lake has no %s", ", ".join(missing))
+    for name, columns in empty.items():
+        logger.warning("features: %s has no values for %s", name, ", ".join(columns))
     started = time.perf_counter()
     write_tables(frames, features_dir(workspace))
     timings["write"] = round(time.perf_counter() - started, 2)
@@ -128,7 +160,16 @@ def build_features(workspace: Workspace, as_of: str | None = None) -> BuildResul
     stamp = pd.Timestamp(last_day * 86_400, unit="s", tz="UTC")
     rows = {name: len(frame) for name, frame in frames.items()}
     (features_dir(workspace) / "manifest.json").write_text(
-        json.dumps({"lake_version": version, "as_of": stamp.isoformat(), "rows": rows}, indent=2)
+        json.dumps(
+            {
+                "lake_version": version,
+                "as_of": stamp.isoformat(),
+                "rows": rows,
+                "missing_inputs": missing,
+                "empty_features": empty,
+            },
+            indent=2,
+        )
         + "\n"
     )
     return BuildResult(stamp, version, rows, timings)

@@ -77,8 +77,11 @@ def ray_runtime(workspace: Workspace) -> Iterator[None]:
         logger.info("Ray stopped")
 
 
-def views_with_new_rows(store: FeatureStore, end: datetime) -> list[str]:
-    """The feature views whose incremental window up to ``end`` holds at least one row.
+def views_with_new_rows(
+    store: FeatureStore, end: datetime, start: datetime | None = None
+) -> list[str]:
+    """The feature views whose incremental window up to ``end`` (from ``start`` for a full
+    materialisation) holds at least one row.
 
     Works around a Feast 0.67 Ray offline store bug: when the time filter of a materialisation
     window leaves no rows, ``_load_and_filter_dataset_ray`` calls ``ds.schema().names`` on an
@@ -86,25 +89,28 @@ def views_with_new_rows(store: FeatureStore, end: datetime) -> list[str]:
     no attribute 'names'" (the DuckDB store returns an empty frame). That happens on every
     incremental run with nothing new, e.g. right after a full one. Materialising only the
     views with rows in their window avoids it; a skipped view's interval is not recorded, so
-    the next run starts from the same point and loads the same values.
+    the next run starts from the same point and loads the same values. A full run fails the
+    same way on a table without rows (a shop without users or categories): nothing to load.
     """
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     due: list[str] = []
     for view in store.list_feature_views():
-        start = view.most_recent_end_time
-        if start is None:  # as materialize_incremental picks it
+        since = start if start is not None else view.most_recent_end_time
+        if since is None:  # as materialize_incremental picks it
             ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else FIRST_WINDOW
-            start = datetime.now(UTC) - ttl
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+            since = datetime.now(UTC) - ttl
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
         source = view.batch_source
         if not isinstance(source, FileSource):  # not what the bug is about: let Feast decide
             due.append(view.name)
             continue
         stamp = pads.field(source.timestamp_field)
         rows = pads.dataset(source.path, format="parquet").count_rows(
-            filter=(stamp >= start) & (stamp <= end)
+            filter=(stamp >= since) & (stamp <= end)
         )  # the same inclusive window as Feast's
-        logger.debug("%s: %d rows from %s to %s", view.name, rows, start, end)
+        logger.debug("%s: %d rows from %s to %s", view.name, rows, since, end)
         if rows:
             due.append(view.name)
+        else:
+            logger.info("%s: no rows from %s to %s, nothing to materialise", view.name, since, end)
     return due

@@ -116,7 +116,14 @@ def materialize(
             start = None
         else:
             start = NO_TIME.to_pydatetime()
-            store.materialize(start_date=start, end_date=stop)
+            if workspace.profile == "scale":  # (the same Ray store bug, on empty tables)
+                from features.ray_runtime import views_with_new_rows
+
+                views = views_with_new_rows(store, stop, start)
+                if views:
+                    store.materialize(start_date=start, end_date=stop, feature_views=views)
+            else:
+                store.materialize(start_date=start, end_date=stop)
     seconds = round(time.perf_counter() - started, 2)
     logger.info("materialised up to %s in %.1fs", stop, seconds)
     return MaterializeResult(start, stop, incremental, seconds)

@@ -168,7 +168,11 @@ def product_catalog(products: pd.DataFrame, events: pd.DataFrame) -> pd.DataFram
     index = base.index.union(seen.index)
     base, seen = base.reindex(index), seen.reindex(index)
     out = pd.DataFrame({c.ITEM_ID: index.astype("string")})
-    created = base[c.CREATED_AT] if c.CREATED_AT in base else pd.Series(pd.NaT, index=index)
+    created = (
+        base[c.CREATED_AT]
+        if c.CREATED_AT in base
+        else pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
+    )
     created = created.fillna(seen["first_seen"]).fillna(NO_TIME)
     out[n.EVENT_TIMESTAMP] = created.to_numpy()
     out["created_epoch"] = epoch_seconds(created).to_numpy()
@@ -190,7 +194,11 @@ def user_profile(users: pd.DataFrame) -> pd.DataFrame:
         if len(users)
         else (pd.DataFrame({c.USER_ID: pd.Series(dtype="string")}))
     )
-    signup = users[c.SIGNUP_AT] if c.SIGNUP_AT in users else pd.Series(pd.NaT, index=users.index)
+    signup = (
+        users[c.SIGNUP_AT]
+        if c.SIGNUP_AT in users
+        else pd.Series(pd.NaT, index=users.index, dtype="datetime64[ns, UTC]")
+    )
     out[n.EVENT_TIMESTAMP] = (
         signup.fillna(NO_TIME).to_numpy() if len(users) else pd.Series(dtype="datetime64[ns, UTC]")
     )
@@ -212,11 +220,14 @@ def user_category_affinity(
         {c.USER_ID: pd.Series(dtype="string"), c.CATEGORY: pd.Series(dtype="string")}
     )
     if not len(products) or c.CATEGORY not in products.columns:
+        # no categories, no affinities: an empty table of the view's columns, so Feast's
+        # offline and online stores still find every column they declare
         cols = [f"affinity_{w}d" for w in n.AFFINITY_WINDOWS] + ["affinity_total", "share_total"]
-        return empty.assign(
+        empty = empty.assign(
             **{n.EVENT_TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]")},
             **{col: pd.Series(dtype="float64") for col in cols},
         )
+        return _finish(empty, [c.USER_ID, c.CATEGORY])
     ev = _with_days(events)
     ev[c.CATEGORY] = ev[c.ITEM_ID].map(products.set_index(c.ITEM_ID)[c.CATEGORY])
     ev = ev.dropna(subset=[c.CATEGORY])

@@ -74,6 +74,17 @@ def _from_epoch(numbers: pd.Series) -> pd.Series:
     return pd.to_datetime((finite * 1e3).round(), unit="ms", utc=True, errors="coerce")
 
 
+def to_microseconds(instants: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Instants cut to the microsecond, and a mask of those that had finer digits.
+
+    The lake keeps time to the microsecond, the finest that Parquet readers, DuckDB, Feast and
+    PostgreSQL hold: finer digits (ISO strings with 9 decimals, nanosecond Parquet columns)
+    would make every later store refuse or round them differently.
+    """
+    cut = instants.dt.floor("us")
+    return cut, instants.notna() & (cut != instants)
+
+
 def parse_timestamp(
     values: pd.Series, earliest: pd.Timestamp, latest: pd.Timestamp
 ) -> tuple[pd.Series, pd.Series]:

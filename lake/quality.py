@@ -28,6 +28,8 @@ def table_report(checked: Checked) -> dict[str, Any]:
         "nulls": {col: int(n) for col, n in kept.isna().sum().items()},
         "extra_columns": checked.extra_columns,
     }
+    if checked.truncated:
+        report["cut_to_microsecond"] = dict(checked.truncated)
     time_col = TIME_COLUMNS[checked.name]
     if time_col in kept.columns:
         report["date_range"] = {
@@ -109,6 +111,20 @@ def to_markdown(report: dict[str, Any]) -> str:
             "|---|---|---:|",
         ]
         lines += [f"| {name} | {col} | {n:,} |" for name, col, n in nulls]
+    cut = [
+        (name, col, n)
+        for name, t in report["tables"].items()
+        for col, n in t.get("cut_to_microsecond", {}).items()
+    ]
+    if cut:
+        lines += [
+            "",
+            "## Time cut to the microsecond (the lake's resolution)",
+            "",
+            "| table | column | rows |",
+            "|---|---|---:|",
+        ]
+        lines += [f"| {name} | {col} | {n:,} |" for name, col, n in cut]
     if report["cross_checks"]:
         lines += ["", "## Cross-table checks", ""]
         lines += [f"- {k.replace('_', ' ')}: {v:,}" for k, v in report["cross_checks"].items()]

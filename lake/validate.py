@@ -6,7 +6,7 @@ the rejected rows with their original values, so nothing is lost or silently alt
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ class Checked:
     rows_in: int
     files: list[str]
     extra_columns: list[str]
+    truncated: dict[str, int] = field(default_factory=dict)  # kept rows cut to the microsecond
 
 
 def _convert(
@@ -56,6 +57,9 @@ def _convert(
                 v.reject(typed[col].isna(), r.MISSING_ID, f"{col} is empty")
             elif kind == "timestamp":
                 typed[col], bad = parse.parse_timestamp(raw, earliest, latest)
+                typed[col], cut = parse.to_microseconds(typed[col])
+                if cut.any():
+                    v.truncated[col] = cut.to_numpy()
                 if col in spec.required:
                     bad = bad | ~parse.present(raw)
                 v.reject(
@@ -193,8 +197,17 @@ def _finish(raw: RawTable, spec: TableSpec, typed: dict[str, pd.Series], v: Verd
         bad[c.DETAIL] = "the row does not split into the header's columns"
         quarantine = pd.concat([quarantine, bad], ignore_index=True)
     extra = sorted(col for col in typed if col not in spec.kinds)
+    truncated = {col: int((cut & accepted).sum()) for col, cut in v.truncated.items()}
+    for col, n in truncated.items():
+        logger.info("%s.%s: %s kept values cut to the microsecond", spec.name, col, f"{n:,}")
     return Checked(
-        spec.name, kept, quarantine.reset_index(drop=True), raw.rows_in, raw.files, extra
+        spec.name,
+        kept,
+        quarantine.reset_index(drop=True),
+        raw.rows_in,
+        raw.files,
+        extra,
+        {col: n for col, n in truncated.items() if n},
     )
 
 

@@ -48,6 +48,8 @@ class Verdicts:
     def __init__(self, n_rows: int) -> None:
         self.reason = np.full(n_rows, None, dtype=object)
         self.detail = np.full(n_rows, None, dtype=object)
+        # rows whose parsed time lost digits finer than the lake holds: column -> row mask
+        self.truncated: dict[str, np.ndarray] = {}
 
     @property
     def accepted(self) -> np.ndarray:

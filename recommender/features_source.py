@@ -15,6 +15,7 @@ for each entity's views once, at the instant that gives exactly the row-by-row a
 - the request context from the same shared function as Feast's on-demand view.
 """
 
+import json
 import logging
 from itertools import repeat
 
@@ -72,11 +73,21 @@ def _pair_columns(batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> dict[s
     }
 
 
+def _views_without_rows(workspace) -> set[str]:
+    """The feature views whose offline table has no rows, as ``features build`` counted."""
+    from features.build import features_dir
+
+    manifest = features_dir(workspace) / "manifest.json"
+    rows = json.loads(manifest.read_text()).get("rows", {}) if manifest.exists() else {}
+    return {name for name, count in rows.items() if count == 0}
+
+
 class OfflineFeatures:
     """Point-in-time values from Feast's offline store, as of each request's instant."""
 
     def __init__(self, workspace, service: str = n.RANKER_SERVICE) -> None:
         from feast.errors import FeatureServiceNotFoundException
+        from feast.types import String
 
         from features.store import open_store
         from recsys.errors import RecsysError
@@ -95,17 +106,34 @@ class OfflineFeatures:
             p.name: [f"{p.name}:{f.name}" for f in p.features]
             for p in self.service.feature_view_projections
         }
+        # Feast's Ray store (scale profile) cannot read a table without rows (a shop without
+        # users or categories): such views are not asked, their features are all missing
+        self.skip = _views_without_rows(workspace) if workspace.profile == "scale" else set()
+        self.text = {
+            f"{p.name}:{f.name}"
+            for p in self.service.feature_view_projections
+            for f in p.features
+            if f.dtype == String
+        }
 
     def _views(self, entities: pd.DataFrame, views: tuple[str, ...]) -> pd.DataFrame:
         from features.environment import feast_environment
 
         refs = [ref for v in views for ref in self.refs.get(v, [])]
+        asked = [ref for ref in refs if ref.split(":")[0] not in self.skip]
         frame = entities.reset_index(drop=True).assign(_row=lambda f: f.index)
-        with feast_environment(self.workspace):
-            got = self.store.get_historical_features(
-                entity_df=frame, features=refs, full_feature_names=True
-            ).to_df()
-        return got.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+        if asked:
+            with feast_environment(self.workspace):
+                got = self.store.get_historical_features(
+                    entity_df=frame, features=asked, full_feature_names=True
+                ).to_df()
+        else:
+            got = frame
+        got = got.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+        for ref in refs:
+            if ref not in asked:
+                got[ref.replace(":", "__")] = None if ref in self.text else np.nan
+        return got
 
     def fetch(self, batch: Batch, pairs: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
         rows = request_frame(batch, pairs, catalog)

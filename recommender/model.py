@@ -216,7 +216,8 @@ class Recommender:
             extra = session_events(at, sessions, self.catalog.items, self.config.events.view)
 
         def keys(name: str) -> np.ndarray:
-            """The user ids of a stored per-user frame, which ``_stored`` sorts once."""
+            """The user ids of a stored per-user frame, which ``_stored`` sorts once (an
+            empty frame too: a shop without a users table stores no profiles)."""
             known = self.__dict__.get("_keys", {}).get(name)
             if known is None or len(known) != len(getattr(self, name)):
                 self._stored(name, users[:0])

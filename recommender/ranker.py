@@ -62,6 +62,14 @@ def choose_rounds(more: np.ndarray, one: np.ndarray, candidate: int, stopped: in
     )
 
 
+def uninformative(matrix: np.ndarray, names: list[str]) -> list[str]:
+    """The columns with one value or none at all: a feature whose input the shop lacks (no
+    products table, no prices, ...) is all missing, and no tree can split on it."""
+    low = np.nanmin(matrix, axis=0, initial=np.inf)
+    high = np.nanmax(matrix, axis=0, initial=-np.inf)
+    return [name for name, lo, hi in zip(names, low, high, strict=True) if not lo < hi]
+
+
 class Ranker:
     def __init__(self, feature_names: list[str], booster=None) -> None:
         self.feature_names = list(feature_names)
@@ -97,6 +105,14 @@ class Ranker:
             return d
 
         dtrain, dstop, dcheck = dmatrix(train), dmatrix(stop), dmatrix(check)
+        blank = uninformative(self.matrix(train[0]), self.feature_names)
+        if blank:
+            logger.info(
+                "ranker: %d of %d features carry nothing in this data (missing or constant): %s",
+                len(blank),
+                len(self.feature_names),
+                ", ".join(blank),
+            )
         params = {
             "objective": "rank:ndcg",
             # early stopping watches the last metric: NDCG@10, the one the rounds are chosen on

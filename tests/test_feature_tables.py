@@ -7,7 +7,7 @@ from features import names as n
 from features.context import context_features
 from features.session import SESSION_FIELDS, SessionState, items_so_far, next_state
 from features.snapshots import DAY, running_favourite, windowed
-from features.tables import session_activity, user_activity
+from features.tables import session_activity, user_activity, user_category_affinity
 from recsys import columns as c
 
 pytestmark = pytest.mark.unit
@@ -125,3 +125,22 @@ def test_context_features_exact_values() -> None:
         "product_age_days": pytest.approx(4 + 14 / 24),
         "days_since_last_event": 1.0,
     }
+
+
+def test_without_categories_the_affinity_table_is_empty_with_every_column() -> None:
+    # given events and a catalogue without categories
+    events = pd.DataFrame(
+        {
+            c.USER_ID: ["u1"],
+            c.ITEM_ID: ["i1"],
+            c.EVENT_TYPE: [c.VIEW],
+            c.TIMESTAMP: pd.to_datetime(["2025-03-01T10:00:00Z"]),
+        }
+    )
+    products = pd.DataFrame({c.ITEM_ID: ["i1"]})
+    # when the user-category affinity table is built
+    out = user_category_affinity(events, products, last_day=20_200)
+    # then it has no rows but every column Feast reads, its tie-breaker included
+    assert len(out) == 0
+    assert {c.USER_ID, c.CATEGORY, n.EVENT_TIMESTAMP, n.CREATED} <= set(out.columns)
+    assert {"affinity_30d", "affinity_90d", "affinity_total", "share_total"} <= set(out.columns)

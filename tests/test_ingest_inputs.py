@@ -247,3 +247,33 @@ def test_failed_run_leaves_the_previous_lake_untouched(tmp_path, workspace) -> N
     manifest = (workspace.lake / "manifest.json").read_text()
     assert first.report["lake_version"] in manifest
     assert len(lake(workspace)) == 1
+
+
+def test_times_finer_than_a_microsecond_are_cut_and_counted(tmp_path, workspace) -> None:
+    # given events whose times carry nanoseconds: as text with 9 decimals, and as a native
+    # Parquet timestamp[ns] column of products
+    write(
+        tmp_path / "in",
+        "events.csv",
+        HEADER
+        + "u1,i1,view,2025-03-01T10:00:00.123456789Z,10.0,1\n"
+        + "u1,i2,view,2025-03-01T10:00:01.123456000Z,10.0,1\n"
+        + "u2,i1,view,not-a-time,10.0,1\n",
+    )
+    created = pd.Series(pd.to_datetime(["2025-01-01 00:00:00.000000001"], utc=True))
+    pd.DataFrame({c.ITEM_ID: ["i1"], c.CREATED_AT: created}).to_parquet(
+        tmp_path / "in" / "products.parquet"
+    )
+    # when ingested
+    result = run(tmp_path / "in", workspace)
+    # then the lake holds them to the microsecond
+    assert list(lake(workspace)[c.TIMESTAMP]) == [
+        pd.Timestamp("2025-03-01T10:00:00.123456Z"),
+        pd.Timestamp("2025-03-01T10:00:01.123456Z"),
+    ]
+    assert list(lake(workspace, c.PRODUCTS)[c.CREATED_AT]) == [pd.Timestamp("2025-01-01", tz="UTC")]
+    # and the report counts the kept values that lost digits (the quarantined row is not one)
+    tables = result.report["tables"]
+    assert tables[c.EVENTS]["cut_to_microsecond"] == {c.TIMESTAMP: 1}
+    assert tables[c.PRODUCTS]["cut_to_microsecond"] == {c.CREATED_AT: 1}
+    assert "Time cut to the microsecond" in result.markdown

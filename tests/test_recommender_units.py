@@ -717,3 +717,38 @@ def test_the_stalest_products_come_first_and_only_past_their_age() -> None:
     assert held.stalest(2, now=40.0, older_than=15.0) == ["a", "b"]
     # and only those old enough come, however many are asked for
     assert held.stalest(10, now=40.0, older_than=15.0) == ["a", "b", "c"]
+
+
+# ------------------------------------------------------------------------ content
+def test_content_is_off_when_nothing_tells_products_apart() -> None:
+    # given a catalogue without category, brand or attributes (CATALOG: ids and launches)
+    from recommender.config import ContentConfig
+    from recommender.sources.content import ContentSource
+
+    source = ContentSource(ContentConfig(), seed=0)
+    # when the content source is fitted
+    source.fit(CATALOG.facts)
+    # then it is off: one zero embedding per product, and it proposes nothing
+    assert source.svd is None
+    assert source.embeddings.shape == (len(CATALOG), 1) and not source.embeddings.any()
+    batch = _batch([T0 + 30 * DAY], history=[(0, 0, T0, 0, 1.0)])
+    assert len(source.propose(batch, Exclusions(batch, CATALOG, False))) == 0
+    # and a product added later is embedded as nothing too
+    source.grow(pd.concat([CATALOG.facts, CATALOG.facts.iloc[:1]], ignore_index=True), [4])
+    assert source.embeddings.shape == (len(CATALOG) + 1, 1) and not source.embeddings.any()
+
+
+def test_content_embeds_a_catalogue_with_two_categories() -> None:
+    # given a catalogue of two categories
+    from recommender.config import ContentConfig
+    from recommender.sources.content import ContentSource
+
+    products = pd.DataFrame({c.ITEM_ID: ["a", "b", "c"], c.CATEGORY: ["X", "Y", "X"]})
+    catalog = Catalog.build(products, pd.DataFrame({c.ITEM_ID: []}))
+    source = ContentSource(ContentConfig(), seed=0)
+    # when the content source is fitted
+    source.fit(catalog.facts)
+    # then the two products of a category share their embedding and the other differs
+    emb = source.embeddings
+    assert source.svd is not None
+    assert np.allclose(emb[0], emb[2]) and not np.allclose(emb[0], emb[1])

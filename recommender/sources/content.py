@@ -85,6 +85,19 @@ class ContentSource:
 
         self.vectorizer = TfidfVectorizer(analyzer=_words, min_df=1)
         matrix = self.vectorizer.fit_transform(tokens(facts))
+        if min(matrix.shape) < 2:
+            # one word for every product (no category, brand or attributes in the catalogue,
+            # or no products table): nothing tells products apart, so the source is off
+            # (zero embeddings: it proposes nothing and its ranker features carry nothing)
+            self.svd = None
+            self.embeddings = np.zeros((matrix.shape[0], 1), dtype=np.float32)
+            self._distinct = None
+            logger.warning(
+                "content: off, the catalogue has no category, brand or attributes to tell "
+                "its %d products apart",
+                matrix.shape[0],
+            )
+            return
         dims = max(1, min(self.config.dimensions, matrix.shape[1] - 1, matrix.shape[0] - 1))
         self.svd = TruncatedSVD(n_components=dims, random_state=self.seed, algorithm="arpack")
         self.svd.fit(matrix)
@@ -93,6 +106,8 @@ class ContentSource:
         logger.info("content: %d products, %d tokens, %d dims", *matrix.shape, dims)
 
     def _embed_matrix(self, matrix) -> np.ndarray:
+        if self.svd is None:  # off (see ``fit``)
+            return np.zeros((matrix.shape[0], self.embeddings.shape[1]), dtype=np.float32)
         e = self.svd.transform(matrix).astype(np.float32)
         return e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-9)
 
