@@ -168,6 +168,7 @@ def judge_window(
     from recommender.state import REQ, batch_from_events
     from recsys import metrics
     from training import evaluate
+    from training.pipeline import chosen_targets
     from training.requests import window_requests
 
     model = Recommender.fit(
@@ -177,9 +178,8 @@ def judge_window(
         cfg.model,
         only=("popularity",),
     )
-    requests, targets = window_requests(
-        events, start, end, cfg.requests.target_events, len(events), seed=0
-    )
+    target_events, _ = chosen_targets(events, cfg)  # training's own choice
+    requests, targets = window_requests(events, start, end, target_events, len(events), seed=0)
     past = frame[frame["ts"] < end.timestamp()]
     batch = batch_from_events(requests, past, users, model.users, cfg.model.history_items)
     new = ~batch.requests[REQ].isin(batch.history[REQ].unique()).to_numpy()

@@ -51,7 +51,23 @@ from recsys import columns as c
 logger = logging.getLogger(__name__)
 MODEL_FILE = "recommender.pkl"
 CHUNK = 2_000
+# below float32 resolution of a ranker score near 1 (1.2e-7) even at the 300th candidate
+TIE_STEP = 1e-10
+LAST = -1e9  # the score of a candidate a simple order has nothing to say about (finite: JSON)
 NO_PROFILES = {name: np.zeros(0, dtype=object) for name in (c.USER_ID, "demo", "user_country")}
+
+
+def order_scores(order: str, pairs: pd.DataFrame, inputs: pd.DataFrame) -> np.ndarray:
+    """The scores of a simple order over a request's candidates: a source's own (its rank,
+    negated: what it did not propose comes last), or one ranker input, higher first (the
+    successor of the last item ``covisit_follow_last``, item-KNN ``covisit_knn``; a missing
+    value last)."""
+    if f"{order}_rank" in pairs:
+        return -pairs[f"{order}_rank"].to_numpy(dtype=np.float64)
+    if order in inputs:
+        values = inputs[order].to_numpy(dtype=np.float64)
+        return np.where(np.isnan(values), LAST, values)
+    return np.full(len(pairs), LAST)
 
 
 def _column(values: list) -> np.ndarray:
@@ -303,13 +319,18 @@ class Recommender:
                 reqs = pairs[REQ].to_numpy()
                 if self.ranker is not None and sources is None and len(pairs):
                     names = self.ranker.feature_names
-                    scores = self.ranker.score(self.features(part, pairs, feature_source, names))
+                    inputs = self.features(part, pairs, feature_source, names)
+                    scores = self.ranker.score(inputs)
                     if self.cold_by_popularity and "popularity_rank" in pairs:
                         has_past = np.zeros(len(part), dtype=bool)
                         has_past[part.history[REQ].to_numpy()] = True
                         cold = ~has_past[reqs]
                         scores = np.where(cold, -pairs["popularity_rank"].to_numpy(), scores)
-                    scores = self._segment_scores(part, pairs, reqs, scores)
+                    scores = self._segment_scores(part, pairs, inputs, scores)
+                    # candidates the ranker cannot tell apart (the same leaf in every tree)
+                    # keep the sources' order, and the scores say so: no two are equal
+                    position = group_positions(reqs)[0]
+                    scores = np.asarray(scores, dtype=np.float64) - TIE_STEP * position
                 else:  # a single-source baseline: its own order
                     ranks = pairs[rank_cols].to_numpy(dtype=np.float64)
                     scores = -(ranks.min(axis=1) if rank_cols else np.full(len(pairs), np.nan))
@@ -327,19 +348,18 @@ class Recommender:
         return out[0] if len(out) == 1 else pd.concat(out, ignore_index=True)
 
     def _segment_scores(
-        self, part: Batch, pairs: pd.DataFrame, reqs: np.ndarray, scores: np.ndarray
+        self, part: Batch, pairs: pd.DataFrame, inputs: pd.DataFrame, scores: np.ndarray
     ) -> np.ndarray:
-        """The ranker's scores, with the requests of a segment served by a source replaced by
-        that source's own order (its rank, negated; what it did not propose comes last)."""
+        """The ranker's scores, with the requests of a segment served by a simple order
+        replaced by that order's (``order_scores``)."""
         orders = self.__dict__.get("segment_orders")  # (absent from older pickles)
         if not orders:
             return scores
-        segment = batch_segments(part)[reqs]
-        for name, source in orders.items():
-            column = f"{source}_rank"
-            if column in pairs:
-                mine = segment == name
-                scores = np.where(mine, -pairs[column].to_numpy(dtype=np.float64), scores)
+        segment = batch_segments(part)[pairs[REQ].to_numpy()]
+        for name, order in orders.items():
+            mine = segment == name
+            if mine.any():
+                scores = np.where(mine, order_scores(order, pairs, inputs), scores)
         return scores
 
     def recommend(self, requests: pd.DataFrame, k: int, feature_source) -> pd.DataFrame:

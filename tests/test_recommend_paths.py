@@ -682,10 +682,15 @@ def ref_recommend_batch(model, batch, k, feature_source, sources=None, allowed=N
                 ["new_users", "light_users", "heavy_users"],
                 "regular_users",
             )
-            for name, source in model.segment_orders.items():
-                if f"{source}_rank" in pairs:
-                    mine = segment == name
-                    scores = np.where(mine, -pairs[f"{source}_rank"].to_numpy(), scores)
+            inputs = ref_features(model, part, pairs, feature_source)
+            for name, order in model.segment_orders.items():
+                mine = segment == name
+                if f"{order}_rank" in pairs:
+                    scores = np.where(mine, -pairs[f"{order}_rank"].to_numpy(), scores)
+                else:
+                    scores = np.where(mine, inputs[order].fillna(-1e9).to_numpy(), scores)
+            nth = pairs.groupby(REQ, sort=False).cumcount().to_numpy()
+            scores = scores.astype(np.float64) - 1e-10 * nth
         else:
             scores = -pairs[rank_cols].min(axis=1).to_numpy(dtype=np.float64)
         ranked = pairs[[REQ, ITEM, *rank_cols]].assign(score=scores)
@@ -1030,7 +1035,11 @@ def test_context_features_equal_the_reference_on_odd_inputs() -> None:
     _same_frame(with_context(frame), ref_with_context(frame))
 
 
-SEGMENT_ORDERS = {"light_users": "covisit", "regular_users": "als", "heavy_users": "repeat"}
+SEGMENT_ORDERS = {
+    "light_users": "covisit_follow_last",
+    "regular_users": "als",
+    "heavy_users": "repeat",
+}
 
 
 @pytest.mark.parametrize("cold_by_popularity", [False, True])

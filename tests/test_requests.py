@@ -89,3 +89,45 @@ def test_every_session_requests_are_drawn_down_to_the_limit_with_the_seed() -> N
     # then two are drawn, the same two for the same seed
     assert len(first) == 2
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_targets_default_to_carts_and_purchases_or_views_in_a_click_log() -> None:
+    from training.config import TrainConfig
+    from training.pipeline import chosen_targets
+
+    # given the default config, a shop with purchases and a click log without any
+    default = TrainConfig()
+    clicks = EVENTS.assign(**{c.EVENT_TYPE: c.VIEW})
+    # then the first is judged on carts and purchases, the click log on views
+    assert chosen_targets(EVENTS, default)[0] == (c.CART, c.PURCHASE)
+    assert chosen_targets(clicks, default) == (
+        (c.VIEW,),
+        "views: the lake holds no cart or purchase events",
+    )
+    # and a configured choice is kept as it is
+    given = TrainConfig.model_validate({"requests": {"target_events": [c.PURCHASE]}})
+    assert chosen_targets(clicks, given) == ((c.PURCHASE,), "configured")
+
+
+def test_learning_rows_keep_every_positive_and_at_most_n_drawn_negatives() -> None:
+    from recommender.state import ITEM, REQ
+    from training.pipeline import learning_rows
+
+    # given request 0 with one positive among five candidates, request 1 without a positive
+    pairs = pd.DataFrame(
+        {
+            REQ: [0, 0, 0, 0, 0, 1, 1],
+            ITEM: [10, 11, 12, 13, 14, 10, 11],
+            "label": [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        }
+    )
+    # when two negatives a request are kept
+    rows = learning_rows(pairs, negatives=2, seed=0)
+    again = learning_rows(pairs, negatives=2, seed=0)
+    # then request 1 is gone; request 0 keeps its positive and two of its four negatives
+    assert set(rows[REQ]) == {0}
+    assert rows.loc[rows["label"] > 0, ITEM].tolist() == [11]
+    assert len(rows) == 3 and set(rows[ITEM]) - {11} <= {10, 12, 13, 14}
+    # and rows stay in candidate order, drawn the same way for the same seed
+    assert rows.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(rows, again)

@@ -5,7 +5,6 @@ from pathlib import Path
 from pydantic import Field
 
 from recommender.config import ModelConfig
-from recsys import columns as c
 from recsys.config import FrozenModel, load_yaml_model
 
 
@@ -25,7 +24,11 @@ class SplitConfig(FrozenModel):
 class RequestsConfig(FrozenModel):
     """Which events are what a user 'wanted', and how many requests each stage uses."""
 
-    target_events: tuple[str, ...] = (c.CART, c.PURCHASE)
+    target_events: tuple[str, ...] | None = Field(
+        None,
+        description="event types a request is judged on; None: carts and purchases, or views "
+        "where the shop logs neither (a click log)",
+    )
     train: int = Field(6_000, ge=10, description="validation-window requests the ranker learns on")
     early_stopping: int = Field(1_500, ge=10, description="held-out requests for early stopping")
     test: int = Field(5_000, ge=10, description="test-window requests judged once")

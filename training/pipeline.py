@@ -154,9 +154,23 @@ def learning_rows(pairs: pd.DataFrame, negatives: int, seed: int) -> pd.DataFram
     """The labelled candidates of the requests with a positive among them: every positive and
     at most ``negatives`` negatives drawn per request."""
     learn = pairs[pairs.groupby(REQ)["label"].transform("max") > 0]
-    drawn = learn[learn["label"] == 0].groupby(REQ, group_keys=False)
-    keep_neg = drawn.apply(lambda g: g.sample(min(len(g), negatives), random_state=seed))
-    return pd.concat([learn[learn["label"] > 0], keep_neg]).sort_index()
+    negative = learn[learn["label"] == 0]
+    # each request's negatives in a random order (drawn with the seed), its first kept
+    shuffled = negative.iloc[
+        np.lexsort((np.random.default_rng(seed).random(len(negative)), negative[REQ].to_numpy()))
+    ]
+    kept = shuffled[(shuffled.groupby(REQ, sort=False).cumcount() < negatives).to_numpy()]
+    return pd.concat([learn[learn["label"] > 0], kept]).sort_index()
+
+
+def features_of(model: Recommender, batch: Batch, rows: pd.DataFrame, features) -> pd.DataFrame:
+    """``model.features`` of some rows, computed on a batch of only their requests: a
+    source's per-request work (seed products, scores) is done for those alone, not for every
+    request of the window (most have no positive candidate and teach nothing)."""
+    reqs = np.unique(rows[REQ].to_numpy())
+    renumbered = rows.drop(columns="label").assign(**{REQ: np.searchsorted(reqs, rows[REQ])})
+    x = model.features(batch.subset(reqs), renumbered, features)
+    return x.assign(**{REQ: rows[REQ].to_numpy()}) if REQ in x else x
 
 
 # request numbers of an earlier window start here, so no two windows share one
@@ -171,8 +185,9 @@ def earlier_window(
     users: pd.DataFrame,
     catalog: Catalog,
     config: TrainConfig,
-    allow_rebuy: bool,
+    content_from: Recommender,
     features,
+    target_events: tuple[str, ...],
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Ranker rows from the window ``back`` lengths before validation, answered by sources fit
     on the events before that window only: as point-in-time as the validation window's, so
@@ -188,7 +203,7 @@ def earlier_window(
         events,
         start,
         end,
-        config.requests.target_events,
+        target_events,
         config.requests.train,
         cfg.seed + back,
         every_session=config.requests.every_session,
@@ -196,15 +211,21 @@ def earlier_window(
     if len(requests) < 20 or before[c.USER_ID].nunique() < 20:
         logger.info("earlier window %d (%s to %s): too little data, not used", back, start, end)
         return None
-    model = Recommender.fit(before, catalog, users, cfg)
-    model.allow_rebuy = allow_rebuy
+    # content embeds the catalogue alone, whatever the window: the validation model's serves
+    names = tuple(source.name for source in content_from.sources)
+    model = Recommender.fit(
+        before, catalog, users, cfg, only=tuple(n for n in names if n != "content")
+    )
+    if "content" in names:
+        model.sources.insert(names.index("content"), content_from.source("content"))
+    model.allow_rebuy = content_from.allow_rebuy
     past = frame[frame["ts"] < end_ts]
     batch = batch_from_events(requests, past, users, model.users, cfg.history_items)
     pairs = model.candidates(batch)
     pairs["label"] = labelled(pairs, requests, targets, model)
     has_past = pairs[REQ].isin(batch.history[REQ].unique()).to_numpy()
     rows = learning_rows(pairs[has_past], cfg.ranker.negatives_per_request, cfg.seed + back)
-    x = model.features(batch, rows.drop(columns="label"), features)
+    x = features_of(model, batch, rows, features)
     rows = rows.assign(**{REQ: rows[REQ].to_numpy() + back * WINDOW_OFFSET})
     return x.reset_index(drop=True), rows.reset_index(drop=True)
 
@@ -221,6 +242,22 @@ def rebuy_share(batch: Batch, requests: pd.DataFrame, targets: pd.DataFrame, mod
     )
     again = targets.merge(bought, on=[metrics.REQUEST_ID, c.ITEM_ID])
     return float(len(again) / max(len(targets), 1))
+
+
+def chosen_targets(events: pd.DataFrame, config: TrainConfig) -> tuple[tuple[str, ...], str]:
+    """The configured target events, or carts and purchases, or views where the shop logs
+    neither (a click log): a request is judged on what the shop's users are seen to want."""
+    given = config.requests.target_events
+    if given is not None:
+        return tuple(given), "configured"
+    wanted = (c.CART, c.PURCHASE)
+    if events[c.EVENT_TYPE].isin(wanted).any():
+        return wanted, "carts and purchases (the default)"
+    logger.warning(
+        "the lake holds no cart or purchase events: training learns from next views "
+        "(set requests.target_events to choose otherwise)"
+    )
+    return (c.VIEW,), "views: the lake holds no cart or purchase events"
 
 
 def chosen_windows(events: pd.DataFrame, config: TrainConfig) -> dict[str, object]:
@@ -256,6 +293,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
     with stages.stage("load"):
         events, products, users, lake_version = read_lake(workspace)
         windows = chosen_windows(events, config)
+        target_events, targets_why = chosen_targets(events, config)
         split = split_last_days(events, windows["validation_days"], windows["test_days"])
         catalog = Catalog.build(products, events)
         frame = event_frame(events, catalog, cfg.events)
@@ -281,7 +319,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             events,
             split.validation_start,
             split.test_start,
-            config.requests.target_events,
+            target_events,
             limit,
             cfg.seed,
             every_session=config.requests.every_session,
@@ -323,15 +361,24 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         )
         held = pairs[is_stop & has_past]
         held = held[held.groupby(REQ)["label"].transform("max") > 0]
-        x_learn = model.features(batch, learn.drop(columns="label"), features)
-        x_held = model.features(batch, held.drop(columns="label"), features)
+        x_learn = features_of(model, batch, learn, features)
+        x_held = features_of(model, batch, held, features)
         in_stop = held[REQ].isin(stop_reqs).to_numpy()
         stop, check = held[in_stop], held[~in_stop]
     learned_from = [{"window": "validation", "requests": int(learn[REQ].nunique())}]
     for back in range(1, config.requests.windows):
         with stages.stage(f"earlier window {back} (sources, candidates, features)"):
             earlier = earlier_window(
-                back, split, frame, events, users, catalog, config, model.allow_rebuy, features
+                back,
+                split,
+                frame,
+                events,
+                users,
+                catalog,
+                config,
+                model,
+                features,
+                target_events,
             )
         if earlier is None:
             break
@@ -371,7 +418,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             past,
             users,
             (split.validation_start, split.test_start),
-            config.requests.target_events,
+            target_events,
             features,
         )
         cold_by_popularity = cold.get("popularity", 0.0) > cold.get("ranker", 0.0)
@@ -391,7 +438,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             events,
             split.test_start,
             split.end,
-            config.requests.target_events,
+            target_events,
             config.requests.test,
             cfg.seed + 1,
         )
@@ -426,6 +473,8 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
     report = {
         "split": {
             **windows,
+            "target_events": list(target_events),
+            "targets": targets_why,
             "validation_start": str(split.validation_start),
             "test_start": str(split.test_start),
             "end": str(split.end),
