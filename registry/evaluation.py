@@ -116,6 +116,15 @@ class Evaluator:
                 f"no requests in the lake's last {self.window.days} days (no "
                 f"{'/'.join(self.window.target_events)} events): widen window.days in the policy"
             )
+        if model.data_end >= split.test_start.timestamp():
+            logger.warning(
+                "%s was trained on events up to %s, inside the evaluation window (from %s): "
+                "its figures here are optimistic (a fair comparison needs events neither "
+                "version was trained on)",
+                uri,
+                model.meta.get("data_end", model.data_end),
+                split.test_start,
+            )
         frame = event_frame(events, model.catalog, model.config.events)
         frame = frame[frame[ITEM].to_numpy() >= 0]
         past = frame[frame[TS] < split.end.timestamp()]
