@@ -49,7 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "amazon"
 DATASETS = ("Toys_and_Games", "Sports_and_Outdoors")
 CONFIGS = {"default": None, "tuned": REPO / "examples/amazon/train.yaml"}
-BUDGET_SECONDS, BUDGET_GB = 600.0, 6.0  # convert -> recommend, one config, this machine
+# convert -> recommend, one config, this machine: issue 17's budget is Toys' (Sports, about
+# twice its size, is timed and printed, not judged on time)
+BUDGET_SECONDS, BUDGET_GB = 600.0, 6.0
+BUDGETED = ("Toys_and_Games",)
 KS = (10, 20)
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 
@@ -295,7 +298,7 @@ def verdict(out: Outcome, tuned: "Outcome | None") -> None:
         )
     seconds = sum(step.seconds for step in out.steps)
     peak = max((step.peak_gb for step in out.steps), default=0.0)
-    if seconds > BUDGET_SECONDS or peak > BUDGET_GB:
+    if out.dataset in BUDGETED and (seconds > BUDGET_SECONDS or peak > BUDGET_GB):
         out.failures.append(
             f"budget: {seconds:.0f} s, {peak:.2f} GB (budget {BUDGET_SECONDS:.0f} s, "
             f"{BUDGET_GB:.0f} GB)"
@@ -429,8 +432,12 @@ def report(out: Outcome) -> None:
     total = sum(step.seconds for step in out.steps)
     peak = max((step.peak_gb for step in out.steps), default=0.0)
     print(
-        f"{'total':<18}{total:>10.1f}{peak:>10.2f}   convert -> recommend, budget "
-        f"{BUDGET_SECONDS:.0f} s and {BUDGET_GB:.0f} GB"
+        f"{'total':<18}{total:>10.1f}{peak:>10.2f}   convert -> recommend"
+        + (
+            f", budget {BUDGET_SECONDS:.0f} s and {BUDGET_GB:.0f} GB"
+            if out.dataset in BUDGETED
+            else ""
+        )
     )
 
 
