@@ -120,7 +120,8 @@ class Evaluator:
             logger.warning(
                 "%s was trained on events up to %s, inside the evaluation window (from %s): "
                 "its figures here are optimistic (a fair comparison needs events neither "
-                "version was trained on)",
+                "version was trained on; train with `artefact: judged` to register the model "
+                "fit before its test window)",
                 uri,
                 model.meta.get("data_end", model.data_end),
                 split.test_start,

@@ -1,6 +1,7 @@
 """``recsys train --config FILE``: every knob of a training run, validated (unknown keys fail)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -53,6 +54,13 @@ class TrackingConfig(FrozenModel):
 
 class TrainConfig(FrozenModel):
     model: ModelConfig = ModelConfig()
+    artefact: Literal["every_event", "judged"] = Field(
+        "every_event",
+        description="what is registered: the procedure refit on every event (the default: "
+        "serving knows the latest weeks), or the judged model itself, fit before the test "
+        "window (for a registry whose offline gate compares versions on the lake's recent "
+        "window: a version trained on that window would be judged on what it saw)",
+    )
     split: SplitConfig = SplitConfig()
     requests: RequestsConfig = RequestsConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -457,16 +457,21 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         )
     judged = {"data_end": final.data_end, "users": len(final.users)}
     del model, batch, lists
-    with stages.stage("refit sources (every event: the deployed artefact)"):
-        deployed = Recommender.fit(frame, catalog, users, cfg)
-        deployed.ranker = ranker
-        deployed.allow_rebuy = final.allow_rebuy
-        deployed.cold_by_popularity = cold_by_popularity
-        deployed.segment_orders = dict(orders)
+    if config.artefact == "judged":
+        deployed, events_fit = final, int((frame["ts"] < test_ts).sum())
+        logger.info("artefact: the judged model, fit before the test window (config)")
+    else:
+        with stages.stage("refit sources (every event: the deployed artefact)"):
+            deployed = Recommender.fit(frame, catalog, users, cfg)
+            deployed.ranker = ranker
+            deployed.allow_rebuy = final.allow_rebuy
+            deployed.cold_by_popularity = cold_by_popularity
+            deployed.segment_orders = dict(orders)
+            events_fit = len(frame)
         del final
         logger.info(
             "deployed artefact fit on %s events of %s users, up to %s",
-            f"{len(frame):,}",
+            f"{events_fit:,}",
             f"{len(deployed.users):,}",
             pd.Timestamp(deployed.data_end, unit="s", tz="UTC"),
         )
@@ -511,10 +516,12 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             "deployed": (
                 "the registered artefact is the same procedure refit on every event up to "
                 "the data end (train + validation + test), same ranker and choices"
+                if config.artefact == "every_event"
+                else "the registered artefact is the judged model itself (artefact: judged)"
             ),
             "deployed_data_end": _instant(deployed.data_end),
             "deployed_users": len(deployed.users),
-            "deployed_events": len(frame),
+            "deployed_events": events_fit,
         },
     }
     deployed.meta = {"lake_version": lake_version, "data_end": str(split.end)}
