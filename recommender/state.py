@@ -579,6 +579,10 @@ class Exclusions:
         return pairs[self.keep(pairs[REQ].to_numpy(), pairs[ITEM].to_numpy())]
 
 
+# a wide block's threshold is read off every SAMPLE_STRIDE-th column (``top_n_arrays``)
+SAMPLE_STRIDE = 16
+
+
 def block_scores(rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """``rows @ factors.T``; a single row (the service's request) as a matrix-vector product.
 
@@ -606,10 +610,58 @@ def top_n_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``top_n`` as arrays (requests, items, scores), each row's cells best first, equal
     scores by item (so a request alone and within a batch break ties alike: argpartition
-    alone would keep and order equal cells by the rest of the row)."""
+    alone would keep and order equal cells by the rest of the row).
+
+    A wide block (the catalogue) first keeps each row's cells at or above a threshold read
+    off a sample of its columns, and sorts those few: exactly the same cells and order as a
+    partition of the whole row, several times faster (a partition of 50,000 columns costs
+    about 1 ms a row, the bulk of candidate generation). Rows where the sample's threshold
+    leaves fewer than n cells take the whole-row partition."""
     n = min(n, scores.shape[1])
     if n <= 0 or scores.size == 0:
         return NO_PROPOSALS
+    if scores.shape[1] < SAMPLE_STRIDE * (4 * n + 64):
+        return _top_n_partition(scores, n, offset)
+    sample = scores[:, ::SAMPLE_STRIDE]
+    # about twice n cells of the row are expected at or above the sample's k-th best
+    k = min(sample.shape[1], 2 * (n // SAMPLE_STRIDE) + 16)
+    threshold = np.partition(sample, sample.shape[1] - k, axis=1)[:, sample.shape[1] - k]
+    keep = scores >= threshold[:, None]
+    enough = (keep.sum(axis=1) >= n) & np.isfinite(threshold)
+    keep[~enough] = False
+    rows, items = np.nonzero(keep)
+    vals = scores[rows, items]
+    order = _by_row_best_first(rows, items, vals)
+    rows, items, vals = rows[order], items[order], vals[order]
+    first = (group_positions(rows)[0] < n) & np.isfinite(vals)
+    found = (rows[first] + offset, items[first], vals[first])
+    if enough.all():
+        return found
+    rest = np.flatnonzero(~enough)
+    rest = rest[(scores[rest] > -np.inf).any(axis=1)]  # (rows of nothing, as unknown users')
+    r, i, v = _top_n_partition(scores[rest], n, 0)
+    parts = [found, (rest[r] + offset, i, v)]
+    merged = concat_proposals(parts)
+    by_row = np.argsort(merged[0], kind="stable")
+    return tuple(a[by_row] for a in merged)
+
+
+def _by_row_best_first(rows: np.ndarray, items: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """The order of cells by row, best value first, then item: ``np.lexsort`` of the three,
+    or for float32 one stable sort of a single integer key (six times faster). Cells come in
+    row-major order, items ascending within a row, so the stable sort keeps equal values by
+    item."""
+    if vals.dtype != np.float32:
+        return np.lexsort((items, -vals, rows))
+    bits = (vals + np.float32(0)).view(np.int32).astype(np.int64)  # (-0.0 as 0.0)
+    increasing = np.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # the floats' order, as ints
+    return np.argsort((rows.astype(np.int64) << 32) | (2**31 - 1 - increasing), kind="stable")
+
+
+def _top_n_partition(
+    scores: np.ndarray, n: int, offset: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_n_arrays`` by a partition of every whole row."""
     part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
     vals = np.take_along_axis(scores, part, axis=1)
     kth = vals.min(axis=1)
@@ -649,7 +701,8 @@ class DistinctRows:
         """``block_scores(rows, matrix)``, equal rows of ``matrix`` scored equal."""
         if not self.repeats:
             return block_scores(rows, matrix)
-        return block_scores(rows, self.unique)[:, self.inverse]
+        # (np.take gathers the columns five times faster than fancy indexing)
+        return np.take(block_scores(rows, self.unique), self.inverse, axis=1)
 
 
 def concat_proposals(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -53,11 +53,14 @@ from recommender.state import (
     batch_from_events,
     demo_segment,
     event_frame,
+    proposal_frame,
+    top_n_arrays,
     user_segments,
 )
 from recommender.stored import ranker_inputs
 from recsys import columns as c
 from shop.generate import generate_shop
+from training.evaluate import ranker_and_sources
 
 pytestmark = pytest.mark.unit
 
@@ -1064,6 +1067,45 @@ def test_recommend_batch_equals_the_reference(
     finally:
         model.cold_by_popularity, model.allow_rebuy = False, CONFIG.repeat.repurchase == "allow"
         model.segment_orders = {}
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "sparse", "empty_rows"])
+def test_top_n_of_a_wide_block_equals_the_reference(kind: str) -> None:
+    # given blocks as wide as a catalogue (the sampled-threshold path): distinct scores, many
+    # equal ones (templated embeddings), rows with few finite cells, rows with none
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((40, 24_000)).astype(np.float32)
+    if kind == "ties":
+        scores = np.round(scores * 4) / 4
+    elif kind == "sparse":
+        scores[rng.random(scores.shape) < 0.995] = -np.inf
+    elif kind == "empty_rows":
+        scores[::3] = -np.inf
+    for best in (1, 30, 300):
+        # when the best of each row are taken, then they are the reference's, in its order
+        got = proposal_frame(*top_n_arrays(scores, best, offset=5))
+        want = ref_top_n(scores, best, offset=5).reset_index(drop=True)
+        _same_frame(got, want)
+
+
+def test_one_generation_answers_the_ranker_and_each_source_alone(shop: Shop) -> None:
+    # given the test-window evaluation's question: the ranker's top k and each source's own
+    model = shop.model
+    batch = model.batch(shop.requests)
+    names = tuple(source.name for source in model.sources)
+    # when one candidate generation answers them all
+    k = CONFIG.candidates // len(names)  # (few enough that every source's k are candidates)
+    lists = ranker_and_sources(model, batch, k, NoFeatures(), names)
+    # then each list is what asking the ranker, or the source alone, gives
+    assert set(lists) == {"ranker", *names}
+    want = model.recommend_batch(batch, k, NoFeatures())
+    _same_lists(lists["ranker"], want)
+    for source in model.sources:
+        alone = model.recommend_batch(batch, k, None, sources=[source])
+        got = lists[source.name]
+        assert len(got) == len(alone) > 0
+        for column in (REQ, ITEM, "rank"):
+            np.testing.assert_array_equal(got[column].to_numpy(), alone[column].to_numpy())
 
 
 def test_a_segment_served_by_a_source_gets_that_sources_order(shop: Shop) -> None:

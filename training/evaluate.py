@@ -27,6 +27,36 @@ def as_lists(model: Recommender, ranked: pd.DataFrame, requests: pd.DataFrame) -
     )
 
 
+def ranker_and_sources(
+    model: Recommender, batch: Batch, k: int, features, names: tuple[str, ...]
+) -> dict[str, pd.DataFrame]:
+    """The ranker's top ``k`` and each named source's own top ``k`` (a baseline alone).
+
+    One candidate generation answers all of them: every item a source ranks in its top ``k``
+    is among the candidates whenever they number at least ``k`` per source (each source's
+    best ``k`` have a best rank of at most ``k``), and a source alone orders by its own rank
+    under the same exclusions. Otherwise each source is asked alone."""
+    present = [name for name in names if any(s.name == name for s in model.sources)]
+    if model.config.candidates < k * len(model.sources):
+        lists = {"ranker": model.recommend_batch(batch, k, features)}
+        for name in present:
+            lists[name] = model.recommend_batch(batch, k, None, sources=[model.source(name)])
+        return lists
+    ranked = model.recommend_batch(batch, model.config.candidates, features)
+    lists = {"ranker": ranked[ranked["rank"] <= k].reset_index(drop=True)}
+    for name in present:
+        mine = ranked[ranked[f"{name}_rank"] <= k]
+        mine = mine.sort_values([REQ, f"{name}_rank"], kind="stable")
+        lists[name] = pd.DataFrame(
+            {
+                REQ: mine[REQ].to_numpy(),
+                ITEM: mine[ITEM].to_numpy(),
+                "rank": mine[f"{name}_rank"].to_numpy(dtype=np.int64),
+            }
+        )
+    return lists
+
+
 def popular(model: Recommender, batch: Batch, k: int) -> pd.DataFrame:
     """Global popularity of the fitted window: the same list for everyone (what is available)."""
     overall = model.source("popularity").overall

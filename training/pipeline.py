@@ -39,6 +39,8 @@ from training.segment_orders import segment_orders
 
 logger = logging.getLogger(__name__)
 SOURCE_NAMES = ("als", "covisit", "content", "popularity", "repeat")
+# the sources judged alone on test, beside the ranker
+SOURCE_BASELINES = ("als", "covisit", "content")
 
 
 @dataclass
@@ -445,11 +447,13 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         past = frame[frame["ts"] < end_ts]
         batch = batch_from_events(requests, past, users, final.users, cfg.history_items)
         k = max(config.ks)
-        lists = {"ranker": final.recommend_batch(batch, k, features)}
-        lists["random"] = evaluate.random_lists(final, batch, k, cfg.seed)
-        lists["popular"] = evaluate.popular(final, batch, k)
-        for name in ("als", "covisit", "content"):
-            lists[name] = final.recommend_batch(batch, k, None, sources=[final.source(name)])
+        answered = evaluate.ranker_and_sources(final, batch, k, features, SOURCE_BASELINES)
+        lists = {
+            "ranker": answered.pop("ranker"),
+            "random": evaluate.random_lists(final, batch, k, cfg.seed),
+            "popular": evaluate.popular(final, batch, k),
+            **answered,
+        }
         lists = {name: evaluate.as_lists(final, ranked, requests) for name, ranked in lists.items()}
         popularity, prices = evaluate.item_context(final, frame, test_ts)
         overall, by_segment = evaluate.judge(
