@@ -30,14 +30,19 @@ def _artefact_lines(artefact: dict | None) -> list[str]:
     if not artefact:
         return []
     return [
-        f"These figures judge the procedure: {artefact['judged']} (model data end "
+        f"{_sentence(artefact['judged'])} (model data end "
         f"{artefact['judged_model_data_end']}, {artefact['judged_model_users']:,} users).",
         "",
-        f"The registered artefact: {artefact['deployed']} (data end "
+        f"{_sentence(artefact['deployed'])} (data end "
         f"{artefact['deployed_data_end']}, {artefact['deployed_users']:,} users, "
         f"{artefact['deployed_events']:,} events).",
         "",
     ]
+
+
+def _sentence(text: str) -> str:
+    """The report's phrases open a sentence here."""
+    return text[:1].upper() + text[1:]
 
 
 def _segment_order_lines(orders: dict | None) -> list[str]:
