@@ -76,6 +76,20 @@ def cmd_convert_sequences(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_sessions(args: argparse.Namespace) -> int:
+    from lake.session_files import convert_sessions
+
+    summary = convert_sessions(args.sessions, args.out, args.test, args.start)
+    print(
+        f"wrote {summary.clicks:,} events of {summary.sessions:,} sessions"
+        f" ({summary.single_click_sessions:,} of a single click) on {summary.items:,} items,"
+        f" {summary.test_cases:,} test cases, {summary.blank_lines + summary.test_blank_lines:,}"
+        f" blank lines skipped: {', '.join(summary.files)}"
+    )
+    _write_json(args.json, summary.__dict__)
+    return 0
+
+
 def cmd_features_build(args: argparse.Namespace) -> int:
     from features.build import build_features
 
@@ -835,6 +849,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     p.add_argument("--end", default="2020-01-01", help="date of every user's last item")
     p.add_argument("--action", default="review", help="event name written (default: review)")
+    p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+    p = command(
+        "sessions",
+        cmd_convert_sessions,
+        "one anonymous session per line: 'item item ...' (SR-GNN, GCE-GNN)",
+        "Convert a session file of the session-based recommendation literature into\n"
+        "events.csv in the data contract's own columns (ingest it with no mapping file).\n\n"
+        "TRAIN_FILE: one session per line, item ids in click order, separated by\n"
+        "whitespace, oldest session first; blank lines are skipped and counted.\n"
+        "--test FILE: one test case per line, 'target<TAB>prefix items' (the items\n"
+        "clicked so far in a later session, in order).\n\n"
+        "events.csv: every click of line N is a view of visitor sN in session sN-s1;\n"
+        "sessions follow one another from --start, one hour apart, a minute between\n"
+        "clicks (ISO 8601 UTC, whole seconds), so ingestion neither splits nor merges\n"
+        "them. holdout/test_cases.csv (with --test): case_id (line), target_item_id,\n"
+        "prefix_item_ids (space-separated), timestamp (a request time an hour after the\n"
+        "last click, a second apart); recsys ingest ignores holdout/.\n\n"
+        "example: recsys convert sessions train_sessions.txt.gz --test test.txt.gz "
+        "--out shop/",
+        parent=conv,
+    )
+    p.add_argument("sessions", metavar="TRAIN_FILE", help="session file (.txt or .txt.gz)")
+    p.add_argument("--test", metavar="FILE", help="test cases 'target<TAB>prefix' (.gz ok)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument(
+        "--start", default="2020-01-01T00:00:00Z", help="time of the first click (ISO 8601)"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
     return parser
 
