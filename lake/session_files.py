@@ -6,8 +6,10 @@ timestamps, and its test cases as ``target<TAB>prefix items``. The converter wri
 sessions straight in the data contract's own columns, so ``recsys ingest DIR`` needs no
 mapping file: every session is a new anonymous visitor ``s<line>`` with the session
 ``s<line>-s1`` (the id ingestion would derive), every click a ``view``. Time keeps the order
-and nothing else: sessions follow one another from ``start``, an hour apart (longer than any
-inactivity rule, so sessions are never merged), a minute between clicks (so none is split).
+and nothing else: sessions start from ``start`` a minute apart, in file order, and a minute
+passes between clicks (so none is split by an inactivity rule). Sessions overlap in time, as
+a shop's visitors do: each is another visitor, so none is merged with another. Tmall's 65,286
+sessions span 45 days.
 
 The test cases go to ``holdout/``, a folder ingestion never reads (it reads only files named
 after its tables), each with a request time after the last training click.
@@ -26,8 +28,9 @@ from recsys.errors import DataFileError, RecsysError
 
 logger = logging.getLogger(__name__)
 
-SESSION_GAP_S = 3_600  # from a session's last click to the next session's first
+SESSION_START_GAP_S = 60  # between two sessions' first clicks (file order)
 CLICK_GAP_S = 60  # between two clicks of a session
+REQUEST_DELAY_S = 3_600  # from the last training click to the first test request
 REQUEST_GAP_S = 1  # between two test cases' request times
 HOLDOUT = "holdout"
 TEST_CASES = "test_cases.csv"
@@ -200,10 +203,7 @@ def convert_sessions(
 
     lengths = np.fromiter((len(s) for s in train.items), dtype=np.int64, count=len(train.items))
     n = int(lengths.sum())
-    # a session starts SESSION_GAP_S after the previous one's last click
-    firsts = start_s + np.concatenate(
-        ([0], np.cumsum((lengths[:-1] - 1) * CLICK_GAP_S + SESSION_GAP_S))
-    )
+    firsts = start_s + np.arange(len(lengths), dtype=np.int64) * SESSION_START_GAP_S
     ends = np.cumsum(lengths)
     position = np.arange(n) - np.repeat(ends - lengths, lengths)
     seconds = np.repeat(firsts, lengths) + position * CLICK_GAP_S
@@ -226,7 +226,7 @@ def convert_sessions(
     unseen = 0
     if cases is not None:
         holdout.mkdir(exist_ok=True)
-        first_request = int(seconds[-1]) + SESSION_GAP_S
+        first_request = int(seconds.max()) + REQUEST_DELAY_S
         requests = first_request + np.arange(len(cases.targets)) * REQUEST_GAP_S
         table = pd.DataFrame(
             {
@@ -260,7 +260,7 @@ def convert_sessions(
         test_cases=0 if cases is None else len(cases.targets),
         test_blank_lines=0 if cases is None else cases.blank_lines,
         test_targets_unseen=unseen,
-        first_event=str(events[c.TIMESTAMP].iloc[0]),
-        last_event=str(events[c.TIMESTAMP].iloc[-1]),
+        first_event=str(_iso(np.array([seconds.min()]))[0]),
+        last_event=str(_iso(np.array([seconds.max()]))[0]),
         files=tuple(str(f) for f in files),
     )

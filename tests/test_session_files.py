@@ -47,9 +47,9 @@ EXPECTED_EVENTS = [
     ["s1", "1", "view", "2020-01-01T00:00:00Z", "s1-s1"],
     ["s1", "2", "view", "2020-01-01T00:01:00Z", "s1-s1"],
     ["s1", "3", "view", "2020-01-01T00:02:00Z", "s1-s1"],
-    ["s3", "4", "view", "2020-01-01T01:02:00Z", "s3-s1"],  # an hour after the last click
-    ["s4", "ab", "view", "2020-01-01T02:02:00Z", "s4-s1"],
-    ["s4", "5", "view", "2020-01-01T02:03:00Z", "s4-s1"],
+    ["s3", "4", "view", "2020-01-01T00:01:00Z", "s3-s1"],  # a minute after the first's start
+    ["s4", "ab", "view", "2020-01-01T00:02:00Z", "s4-s1"],
+    ["s4", "5", "view", "2020-01-01T00:03:00Z", "s4-s1"],
 ]
 
 
@@ -67,7 +67,7 @@ def test_every_click_becomes_a_view_in_order_with_exact_ids_and_times(tmp_path) 
     assert (summary.single_click_sessions, summary.blank_lines, summary.test_cases) == (1, 1, 0)
     assert (summary.first_event, summary.last_event) == (
         "2020-01-01T00:00:00Z",
-        "2020-01-01T02:03:00Z",
+        "2020-01-01T00:03:00Z",
     )
     assert summary.files == (str(tmp_path / "out" / "events.csv"),)
     assert not (tmp_path / "out" / "holdout").exists()
@@ -87,11 +87,11 @@ def test_start_in_another_zone_is_written_in_utc(tmp_path) -> None:
     train = write(tmp_path / "train.txt", "7 8\n9\n")
     # when converted from that start
     convert_sessions(train, tmp_path / "out", start="2021-06-01T02:00:00+02:00")
-    # then the times are UTC, a minute between clicks, an hour between sessions
+    # then the times are UTC, a minute between clicks and between sessions' starts
     assert read(tmp_path / "out" / "events.csv")[c.TIMESTAMP].tolist() == [
         "2021-06-01T00:00:00Z",
         "2021-06-01T00:01:00Z",
-        "2021-06-01T01:01:00Z",
+        "2021-06-01T00:01:00Z",
     ]
 
 
@@ -102,12 +102,12 @@ def test_test_cases_go_to_the_holdout_after_the_last_training_click(tmp_path) ->
     # when converted with --test
     summary = convert_sessions(train, tmp_path / "out", test=test)
     # then each case keeps its line, target and prefix; requests start an hour after the last
-    # training click (02:03), a second apart in case order
+    # training click (00:03), a second apart in case order
     cases = read(tmp_path / "out" / "holdout" / "test_cases.csv")
     assert list(cases.columns) == ["case_id", "target_item_id", "prefix_item_ids", c.TIMESTAMP]
     assert cases.to_numpy().tolist() == [
-        ["1", "3", "1 2", "2020-01-01T03:03:00Z"],
-        ["3", "5", "ab 4", "2020-01-01T03:03:01Z"],
+        ["1", "3", "1 2", "2020-01-01T01:03:00Z"],
+        ["3", "5", "ab 4", "2020-01-01T01:03:01Z"],
     ]
     # and a README says the folder is not for ingestion
     readme = (tmp_path / "out" / "holdout" / "README.txt").read_text()
@@ -228,7 +228,7 @@ def test_ingest_reads_exactly_the_clicks_and_never_the_holdout(tmp_path) -> None
     assert done.returncode == 0, done.stderr
     # then the lake holds exactly the clicks, in their sessions, nothing quarantined
     lake = pd.read_parquet(tmp_path / "home" / "lake" / "events.parquet")
-    lake = lake.sort_values(c.TIMESTAMP, kind="stable")
+    lake = lake.sort_values([c.USER_ID, c.TIMESTAMP], kind="stable")
     assert len(lake) == len(EXPECTED_EVENTS)
     assert lake[[c.USER_ID, c.ITEM_ID, c.SESSION_ID]].to_numpy().tolist() == [
         [row[0], row[1], row[4]] for row in EXPECTED_EVENTS
