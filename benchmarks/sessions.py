@@ -82,7 +82,10 @@ K = 20
 DECAY = 0.8  # weight of the co-occurrence baseline per step back from the prefix's last item
 ALIAS = "candidate"
 USER_PREFIX = "bench-case-"  # + case id: a visitor the model never saw (training has s<line>)
-# the data folder's figures for the two baselines (P@20, MRR@20): ours should be within 0.002
+# the figures given for the two baselines with this data (P@20, MRR@20). The successor list
+# unfilled reproduces them exactly; our co-occurrence (sessions shared, a != b, popularity
+# fill) measures 0.1852 / 0.0501, and none of the variants tried (no fill, position-pair
+# counts, last 5 clicks, distinct prefix items, prefix items excluded) gives 0.1794 / 0.0490
 REFERENCE = {
     "successor of last item": (0.0932, 0.0559),
     "session co-occurrence, 0.8 decay": (0.1794, 0.0490),
