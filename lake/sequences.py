@@ -31,7 +31,10 @@ class ConvertSummary:
     files: tuple[str, ...]
 
 
-def _open(path: Path):
+def open_text(path: Path):
+    """A text file, gzipped where its name ends in ``.gz``; a missing file is a clear error."""
+    if not path.is_file():
+        raise DataFileError(path, "file not found")
     return (
         gzip.open(path, "rt", encoding="utf-8")
         if path.suffix == ".gz"
@@ -44,7 +47,7 @@ def read_sequences(path: Path, end: pd.Timestamp, action: str) -> pd.DataFrame:
     users, items, times = [], [], []
     end_s = int(end.timestamp())
     try:
-        with _open(path) as handle:
+        with open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 tokens = line.split()
                 if not tokens:
@@ -69,7 +72,7 @@ def read_sequences(path: Path, end: pd.Timestamp, action: str) -> pd.DataFrame:
 
 def read_attributes(path: Path) -> pd.DataFrame:
     try:
-        with _open(path) as handle:
+        with open_text(path) as handle:
             data = json.load(handle)
     except (OSError, UnicodeDecodeError, EOFError, json.JSONDecodeError) as exc:
         raise DataFileError(path, f"not a JSON object of item -> attribute ids ({exc})") from None

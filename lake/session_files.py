@@ -15,7 +15,6 @@ The test cases go to ``holdout/``, a folder ingestion never reads (it reads only
 after its tables), each with a request time after the last training click.
 """
 
-import gzip
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lake.sequences import open_text
 from recsys import columns as c
 from recsys.errors import DataFileError, RecsysError
 
@@ -79,16 +79,6 @@ class _TestCases:
     blank_lines: int
 
 
-def _open(path: Path):
-    if not path.is_file():
-        raise DataFileError(path, "file not found")
-    return (
-        gzip.open(path, "rt", encoding="utf-8")
-        if path.suffix == ".gz"
-        else path.open(encoding="utf-8")
-    )
-
-
 def _report_blank(path: Path, blank: list[int]) -> None:
     if blank:
         shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
@@ -100,7 +90,7 @@ def read_sessions(path: Path) -> _Sessions:
     lines, sessions, blank = [], [], []
     tab_line = 0
     try:
-        with _open(path) as handle:
+        with open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 tokens = line.split()
                 if not tokens:
@@ -130,7 +120,7 @@ def read_test_cases(path: Path) -> _TestCases:
     expected = "'target<TAB>prefix items', e.g. '7<TAB>3 5 3'"
     lines, targets, prefixes, blank = [], [], [], []
     try:
-        with _open(path) as handle:
+        with open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     blank.append(number)
