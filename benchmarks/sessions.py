@@ -229,48 +229,26 @@ def request_of(case_id: int, prefix: list[str], timestamp: str) -> dict:
 
 
 def answer_batch(engine, state, bodies: list[dict]) -> list[list[str]]:
-    """``Engine._compute`` for many requests at once: the same online reads per request, the
-    same columns, rules and candidate limit, one ``recommend_batch`` call."""
-    from recommender.features_source import NoFeatures
-    from recommender.state import ITEM, REQ, TS
-    from recsys import columns as c
-    from serving.rules import split_attributes
+    """``Engine._compute`` for many requests at once: each request's inputs from the
+    service's own ``Engine.request_inputs`` (online reads, columns, rules), their columns
+    stacked into one batch, one ``recommend_batch`` call."""
+    from recommender.state import ITEM, REQ
     from serving.schemas import RecommendRequest
 
     model = state.model
-    columns: dict[str, list] = {
-        c.USER_ID: [],
-        TS: [],
-        c.DEVICE: [],
-        c.COUNTRY: [],
-        "session_item_ids": [],
-        c.AGE: [],
-        c.GENDER: [],
-    }
+    columns: dict[str, list] = {}
     sources = []
+    allowed = None
     for body in bodies:
         request = RecommendRequest.model_validate(body)
-        categories = model.touched_categories(request.user_id)
-        read, fallback = engine._online_user(request.user_id, categories)
-        user = read.user if read is not None else {}
-        session = list(request.session_item_ids)
-        if read is not None and read.session is not None:
-            session = [i for i in reversed(read.session.items) if i not in session] + session
-        if request.filters.avoid_attributes or split_attributes(user.get("avoid_attributes")):
+        inputs = engine.request_inputs(state, request, request.context.timestamp.timestamp())
+        if allowed is None:
+            allowed = inputs.allowed
+        elif not np.array_equal(allowed, inputs.allowed):
             raise ValueError(f"{request.user_id}: per-user rules do not fit one batch mask")
-        columns[c.USER_ID].append(request.user_id)
-        columns[TS].append(float(request.context.timestamp.timestamp()))
-        columns[c.DEVICE].append(request.context.device)
-        columns[c.COUNTRY].append(request.context.country or user.get("country"))
-        columns["session_item_ids"].append(session)
-        columns[c.AGE].append(user.get("age"))
-        columns[c.GENDER].append(user.get("gender"))
-        sources.append(
-            state.features.prefetched(read.user, read.affinity, categories)
-            if fallback is None and state.features is not None
-            else NoFeatures()
-        )
-    allowed = state.rules.mask([], None, None, [])
+        for name, values in inputs.columns.items():
+            columns.setdefault(name, []).extend(values)
+        sources.append(inputs.source)
     batch = model.batch(columns)
     ranked = model.recommend_batch(
         batch, K, PerRequest(sources), allowed=allowed, limit=engine.settings.candidates

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,15 @@ class Prepared:
     rules: Rules
     features: OnlineFeatures | None
     lock: threading.Lock
+
+
+class RequestInputs(NamedTuple):
+    """One ``/recommend`` as the model takes it (``Engine.request_inputs``)."""
+
+    columns: dict[str, list]
+    allowed: np.ndarray
+    source: object
+    fallback: str | None
 
 
 class Engine:
@@ -363,11 +373,12 @@ class Engine:
         self._log(response, "recommend", request.user_id, started)
         return response
 
-    def _compute(
+    def request_inputs(
         self, state: Prepared, request: RecommendRequest, ts: float
-    ) -> tuple[list[Item], str | None]:
-        """The request path without the cache: online features, candidates under the rules,
-        ranking, reasons; the fallback says what was missing."""
+    ) -> RequestInputs:
+        """What the model needs of one ``/recommend``: its batch columns (one row), the items
+        the rules leave, its online features, and what was missing (``fallback``). Shared with
+        the session benchmark, which answers many requests in one batch exactly as here."""
         # the affinities the user can have come with the user's row: with the products
         # held in-process, ranking then needs no second read
         categories = state.model.touched_categories(request.user_id)
@@ -391,13 +402,21 @@ class Engine:
         allowed = state.rules.mask(
             filters.exclude_item_ids, filters.category, filters.max_price, avoid
         )
-        model = state.model
-        batch = model.batch(columns)
         source = (
             state.features.prefetched(read.user, read.affinity, categories)
             if fallback is None and state.features is not None
             else NoFeatures()
         )
+        return RequestInputs(columns, allowed, source, fallback)
+
+    def _compute(
+        self, state: Prepared, request: RecommendRequest, ts: float
+    ) -> tuple[list[Item], str | None]:
+        """The request path without the cache: online features, candidates under the rules,
+        ranking, reasons; the fallback says what was missing."""
+        columns, allowed, source, fallback = self.request_inputs(state, request, ts)
+        model = state.model
+        batch = model.batch(columns)
         try:
             ranked = model.recommend_batch(
                 batch, request.k, source, allowed=allowed, limit=self.settings.candidates
