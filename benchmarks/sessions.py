@@ -54,6 +54,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from amazon import Step, StepFailed, recsys_executable, run_step, workspace_env
 
+from recsys.errors import RecsysError
+
 REPO = Path(__file__).resolve().parents[1]
 SUBDIR = Path("shared") / "data" / "sessions" / "tmall"
 
@@ -81,6 +83,8 @@ TRAIN, TEST = "train_sessions.txt.gz", "test.txt.gz"
 K = 20
 DECAY = 0.8  # weight of the co-occurrence baseline per step back from the prefix's last item
 ALIAS = "candidate"
+# the model's own sources judged alone, each by its own order on the same requests
+ALONE = {"sknn": "session-KNN alone (the model's source)"}
 USER_PREFIX = "bench-case-"  # + case id: a visitor the model never saw (training has s<line>)
 # the figures given for the two baselines with this data (P@20, MRR@20). The successor list
 # unfilled reproduces them exactly; our co-occurrence (sessions shared, a != b, popularity
@@ -124,6 +128,20 @@ def judge(lists: list[list[str] | None], targets: list[str], k: int = K) -> dict
             reciprocal += 1.0 / (top.index(target) + 1)
     n = max(len(targets), 1)
     return {f"p@{k}": hits / n, f"mrr@{k}": reciprocal / n}
+
+
+def by_repeat(
+    lists: list[list[str] | None], targets: list[str], prefixes: list[list[str]]
+) -> dict[str, float]:
+    """The judge's figures on the cases whose target is an item of the prefix (a click
+    again) and on the others (an item new to the session), with the share of the first."""
+    again = [t in p for t, p in zip(targets, prefixes, strict=True)]
+    out = {"again_share": sum(again) / max(len(again), 1)}
+    for name, wanted in (("again", True), ("new", False)):
+        picked = [i for i, x in enumerate(again) if x == wanted]
+        found = judge([lists[i] for i in picked], [targets[i] for i in picked])
+        out |= {f"{name}_{metric}": value for metric, value in found.items()}
+    return out
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -228,13 +246,17 @@ def request_of(case_id: int, prefix: list[str], timestamp: str) -> dict:
     }
 
 
-def answer_batch(engine, state, bodies: list[dict]) -> list[list[str]]:
+def answer_batch(
+    engine, state, bodies: list[dict], alone: tuple[str, ...] = ()
+) -> tuple[list[list[str]], dict[str, list[list[str]]], float]:
     """``Engine._compute`` for many requests at once: each request's inputs from the
     service's own ``Engine.request_inputs`` (online reads, columns, rules), their columns
-    stacked into one batch, one ``recommend_batch`` call."""
-    from recommender.state import ITEM, REQ
+    stacked into one batch, one ``recommend_batch`` call. Also the lists of each source
+    named in ``alone`` by its own order, from the same batch (the model's single-source
+    baselines), and the seconds the service path took (the sources alone not counted)."""
     from serving.schemas import RecommendRequest
 
+    started = time.perf_counter()
     model = state.model
     columns: dict[str, list] = {}
     sources = []
@@ -250,12 +272,27 @@ def answer_batch(engine, state, bodies: list[dict]) -> list[list[str]]:
             columns.setdefault(name, []).extend(values)
         sources.append(inputs.source)
     batch = model.batch(columns)
-    ranked = model.recommend_batch(
-        batch, K, PerRequest(sources), allowed=allowed, limit=engine.settings.candidates
-    )
+    features = PerRequest(sources)
+    limit = engine.settings.candidates
+    ranked = model.recommend_batch(batch, K, features, allowed=allowed, limit=limit)
+    lists = as_lists(model, ranked, len(bodies))
+    seconds = time.perf_counter() - started
+    single = {
+        name: model.recommend_batch(
+            batch, K, features, sources=[model.source(name)], allowed=allowed, limit=limit
+        )
+        for name in alone
+    }
+    return lists, {name: as_lists(model, x, len(bodies)) for name, x in single.items()}, seconds
+
+
+def as_lists(model, ranked: pd.DataFrame, n: int) -> list[list[str]]:
+    """Each request's item ids in rank order, from a batch answer."""
+    from recommender.state import ITEM, REQ
+
     ids = model.catalog.items.ids[ranked[ITEM].to_numpy(dtype=np.int64)]
     frame = pd.DataFrame({REQ: ranked[REQ].to_numpy(), "rank": ranked["rank"], "item": ids})
-    lists: list[list[str]] = [[] for _ in bodies]
+    lists: list[list[str]] = [[] for _ in range(n)]
     for req, item in frame.sort_values([REQ, "rank"])[[REQ, "item"]].itertuples(index=False):
         lists[int(req)].append(str(item))
     return lists
@@ -292,11 +329,17 @@ def answer_main(argv: list[str]) -> int:
         for i, p, t in zip(cases["case_id"], cases["prefix"], cases["timestamp"], strict=True)
     ]
     lists: list[list[str]] = []
-    started = time.perf_counter()
+    alone = tuple(name for name in ALONE if any(s.name == name for s in state.model.sources))
+    single: dict[str, list[list[str]]] = {name: [] for name in alone}
+    seconds = 0.0
     for start in range(0, len(bodies), args.batch):
-        lists += answer_batch(engine, state, bodies[start : start + args.batch])
+        part = bodies[start : start + args.batch]
+        found, by_source, took = answer_batch(engine, state, part, alone)
+        seconds += took
+        lists += found
+        for name, more in by_source.items():
+            single[name] += more
         print(f"answered {len(lists):,}/{len(bodies):,}", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - started
     engine.close()
     args.out.write_text(
         json.dumps(
@@ -306,6 +349,10 @@ def answer_main(argv: list[str]) -> int:
                 "answer_seconds": round(seconds, 2),
                 "requests_per_second": round(len(bodies) / max(seconds, 1e-9), 1),
                 "lists": {str(i): items for i, items in zip(cases["case_id"], lists, strict=True)},
+                "alone": {
+                    name: {str(i): x for i, x in zip(cases["case_id"], found, strict=True)}
+                    for name, found in single.items()
+                },
             }
         )
     )
@@ -370,6 +417,7 @@ class Outcome:
     cases: int = 0
     cases_total: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    split: dict[str, float] = field(default_factory=dict)  # the platform's, by target kind
     answer: dict[str, float] = field(default_factory=dict)
     http: dict = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
@@ -443,10 +491,14 @@ def run(args: argparse.Namespace) -> Outcome:
         return out
     answered = json.loads(lists_file.read_text())
     lists = answered.pop("lists")
+    alone = answered.pop("alone", {})
     out.answer = answered
     targets = cases["target"].tolist()
     platform = [lists.get(str(i)) for i in cases["case_id"]]
     out.metrics["recsys (service path)"] = judge(platform, targets)
+    out.split = by_repeat(platform, targets, cases["prefix"].tolist())
+    for name, found in alone.items():
+        out.metrics[ALONE[name]] = judge([found.get(str(i)) for i in cases["case_id"]], targets)
 
     started = time.perf_counter()
     baselines = Baselines(read_sessions(args.data / TRAIN))
@@ -464,7 +516,10 @@ def run(args: argparse.Namespace) -> Outcome:
 
     if args.http_sample > 0:
         print(f"  http       {args.http_sample} cases to {args.port}", file=sys.stderr, flush=True)
-        out.http = http_check(home, cases, lists, args)
+        try:
+            out.http = http_check(home, cases, lists, args)
+        except RecsysError as exc:  # (the figures above stand; the comparison did not run)
+            out.error = f"HTTP comparison: {exc}"
     return out
 
 
@@ -480,6 +535,14 @@ def report(out: Outcome) -> None:
             print(f"{name:<40}{m['p@20']:>9.4f}{m['mrr@20']:>9.4f}")
         for name, (p, mrr) in REFERENCE.items():
             print(f"{name + ' (data README)':<40}{p:>9.4f}{mrr:>9.4f}")
+    if out.split:
+        s = out.split
+        print(
+            f"recsys on the {s['again_share']:.1%} of cases whose target is a prefix item: "
+            f"P@20 {s['again_p@20']:.4f}, MRR@20 {s['again_mrr@20']:.4f}; on the others "
+            f"(an item new to the session): P@20 {s['new_p@20']:.4f}, "
+            f"MRR@20 {s['new_mrr@20']:.4f}"
+        )
     if out.answer:
         print(
             f"\nin process: model version {out.answer['model_version']}, loaded in "

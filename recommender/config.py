@@ -44,6 +44,18 @@ class CovisitConfig(FrozenModel):
     candidates: int = Field(100, ge=0)
 
 
+class SessionKnnConfig(FrozenModel):
+    recent_items: int = Field(10, ge=1, description="last items of a request compared")
+    neighbours: int = Field(200, ge=1, description="most similar past sessions that vote")
+    sessions_per_item: int = Field(
+        1_000, ge=1, description="most recent sessions kept per item (the ones compared)"
+    )
+    recency_weight: float = Field(
+        1.0, ge=0, description="the newest session's similarity counts 1 + this, the oldest 1"
+    )
+    candidates: int = Field(100, ge=0)
+
+
 class ContentConfig(FrozenModel):
     dimensions: int = Field(64, ge=2)
     new_days: float = Field(30.0, gt=0, description="a product this young counts as new")
@@ -98,6 +110,7 @@ class ModelConfig(FrozenModel):
     candidates: int = Field(200, ge=1, description="candidates the ranker orders per request")
     als: AlsConfig = AlsConfig()
     covisit: CovisitConfig = CovisitConfig()
+    sknn: SessionKnnConfig = SessionKnnConfig()
     content: ContentConfig = ContentConfig()
     popularity: PopularityConfig = PopularityConfig()
     repeat: RepeatConfig = RepeatConfig()

@@ -24,6 +24,7 @@ from recommender.sources.content import ContentSource
 from recommender.sources.covisit import CovisitSource
 from recommender.sources.popularity import PopularitySource
 from recommender.sources.repeat import RepeatSource
+from recommender.sources.sknn import SESSION_GAP_SECONDS, SessionKnnSource
 from recommender.state import (
     ITEM,
     KIND,
@@ -70,6 +71,19 @@ def order_scores(order: str, pairs: pd.DataFrame, inputs: pd.DataFrame) -> np.nd
     return np.full(len(pairs), LAST)
 
 
+def typical_click_gap(events: pd.DataFrame) -> float:
+    """The median pause, in whole seconds (at least 1), between consecutive events of a user
+    less than half an hour apart (one session's clicks), in an event frame sorted by user
+    and time; 1 where there are none."""
+    users = events[c.USER_ID].to_numpy()
+    ts = events[TS].to_numpy(dtype=np.float64)
+    if len(ts) < 2:
+        return 1.0
+    gap = np.diff(ts)
+    inside = (users[1:] == users[:-1]) & (gap > 0) & (gap <= SESSION_GAP_SECONDS)
+    return float(max(1.0, np.round(np.median(gap[inside])))) if inside.any() else 1.0
+
+
 def _column(values: list) -> np.ndarray:
     """A request column as a frame would hold it: numbers as numbers, text (and missing
     values alone) as objects."""
@@ -78,6 +92,9 @@ def _column(values: list) -> np.ndarray:
 
 
 class Recommender:
+    # (a class default: a version pickled before it had its own spaced sessions 1 s apart)
+    click_seconds = 1.0
+
     def __init__(self, config: ModelConfig, catalog: Catalog) -> None:
         self.config = config
         self.catalog = catalog
@@ -94,6 +111,8 @@ class Recommender:
         # than the ranker beyond noise (see training.segment_orders)
         self.segment_orders: dict[str, str] = {}
         self.meta: dict[str, object] = {}
+        # the typical pause between two clicks of a session: a given session's spacing
+        self.click_seconds = 1.0
 
     # ---------------------------------------------------------------- fitting
     @classmethod
@@ -115,7 +134,7 @@ class Recommender:
         model.segments = user_segments(users)
         user_rows = model.users.rows(events[c.USER_ID])
         n_users, n_items = len(model.users), len(catalog)
-        wanted = only or ("als", "covisit", "content", "popularity", "repeat")
+        wanted = only or ("als", "covisit", "sknn", "content", "popularity", "repeat")
         for name in wanted:
             if name == "als":
                 source = AlsSource(config.als, config.seed)
@@ -123,6 +142,9 @@ class Recommender:
             elif name == "covisit":
                 source = CovisitSource(config.covisit)
                 source.fit(events, user_rows, n_users, n_items)
+            elif name == "sknn":
+                source = SessionKnnSource(config.sknn)
+                source.fit(events, user_rows, n_items)
             elif name == "content":
                 source = ContentSource(config.content, config.seed)
                 source.fit(catalog.facts)
@@ -163,6 +185,7 @@ class Recommender:
         # every item each user ever touched: the categories whose affinity exists for them
         self.touched = events[[c.USER_ID, ITEM]].drop_duplicates().reset_index(drop=True)
         self.data_end = float(events[TS].max()) if len(events) else 0.0
+        self.click_seconds = typical_click_gap(events)
 
     def source(self, name: str):
         return next(s for s in self.sources if s.name == name)
@@ -229,7 +252,9 @@ class Recommender:
         extra = None
         if sessions is not None:
             at = np.asarray(columns[TS])
-            extra = session_events(at, sessions, self.catalog.items, self.config.events.view)
+            extra = session_events(
+                at, sessions, self.catalog.items, self.config.events.view, self.click_seconds
+            )
 
         def keys(name: str) -> np.ndarray:
             """The user ids of a stored per-user frame, which ``_stored`` sorts once (an

@@ -467,18 +467,20 @@ def rows_by_request(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.nda
 
 
 def session_events(
-    at: np.ndarray, sessions, items: Vocabulary, weight: float
+    at: np.ndarray, sessions, items: Vocabulary, weight: float, gap: float = 1.0
 ) -> dict[str, np.ndarray] | None:
-    """Each request's live session as views (``req, item, ts, kind, weight``) in the seconds
-    before the request, oldest first; items the catalogue does not know are left out.
-    ``None`` when no request has a session."""
+    """Each request's live session as views (``req, item, ts, kind, weight``) before the
+    request, oldest first, ``gap`` seconds apart (the last one ``gap`` before it): a given
+    session has no times, so its clicks are spaced as the shop's clicks typically are, and
+    features of how long ago an item was seen read as they did in training. Items the
+    catalogue does not know are left out. ``None`` when no request has a session."""
     reqs, ids, ts = [], [], []
     for req, (when, session) in enumerate(zip(at, sessions, strict=True)):
         session = list(session) if session is not None else []
         for i, item in enumerate(session):
             reqs.append(req)
             ids.append(item)
-            ts.append(float(when) - len(session) + i)
+            ts.append(float(when) - (len(session) - i) * gap)
     if not reqs:
         return None
     rows = items.rows(ids)

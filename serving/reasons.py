@@ -15,7 +15,7 @@ from recsys import columns as c
 
 SEASONS = ("winter", "spring", "summer", "autumn")
 # the most specific source that proposed an item explains it; popularity is the last resort
-REASON_ORDER = ("repeat", "covisit", "als", "content", "popularity")
+REASON_ORDER = ("repeat", "covisit", "sknn", "als", "content", "popularity")
 PROPOSED_WITHIN = 100
 
 
@@ -155,6 +155,8 @@ def explain(model: Recommender, batch: Batch, ranked: pd.DataFrame) -> list[str]
             )
         elif source == "covisit" and anchor >= 0:
             text = f"often bought with {ids[anchor]}"
+        elif source == "sknn":
+            text = "viewed in sessions like yours"
         elif source == "content" and ts - created[item] < 30 * DAY:
             text = f"new in {_leaf(cats[item])}, like items you viewed"
         elif source == "content" and len(history):

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -62,11 +63,21 @@ def serve(workspace: Workspace, port: int, host: str, workers: int, alias: str |
     return subprocess.call(argv, env=environment(workspace, workers, alias), cwd=REPO_ROOT)
 
 
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
 def start_background(
     workspace: Workspace, port: int, log: Path, workers: int = 1, timeout: float = 180.0
 ) -> subprocess.Popen:
     """Start the service detached from this process (it keeps answering after the caller
-    exits) and wait until ``/readyz`` says a model is loaded."""
+    exits) and wait until ``/readyz`` says a model is loaded. A port another process holds
+    is refused first: that process's ``/readyz`` would pass for this service's."""
+    if port_taken(port):
+        raise RecsysError(f"port {port} is in use by another process: choose another port")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         process = subprocess.Popen(

@@ -113,7 +113,7 @@ def ref_model_batch(model: Recommender, requests: pd.DataFrame) -> Batch:
         for uid, ts, items in zip(reqs[c.USER_ID], reqs[TS], reqs["session_item_ids"], strict=True):
             items = list(items) if items is not None else []
             for i, item in enumerate(items):
-                rows.append((uid, item, float(ts) - len(items) + i))
+                rows.append((uid, item, float(ts) - (len(items) - i) * model.click_seconds))
         if rows:
             extra = pd.DataFrame(rows, columns=[c.USER_ID, c.ITEM_ID, TS])
             extra[ITEM] = model.catalog.items.rows(extra[c.ITEM_ID])
@@ -394,6 +394,38 @@ def ref_covisit_features(src, batch, pairs):
     )
 
 
+def ref_sknn_scores(src, batch):
+    n_items = src.sessions.shape[1]
+    last = batch.history.drop_duplicates([REQ, ITEM], keep="last")
+    last = last.groupby(REQ, sort=False).tail(src.config.recent_items)
+    size = last.groupby(REQ, sort=False)[ITEM].transform("size").to_numpy()
+    w = (last.groupby(REQ, sort=False).cumcount().to_numpy() + 1) / size
+    query = csr_matrix(
+        (w, (last[REQ].to_numpy(), last[ITEM].to_numpy())), shape=(len(batch), n_items)
+    )
+    similar = (query @ src.by_item).tocsr()
+    near = ref_top_n_sparse(similar, src.config.neighbours)
+    near = csr_matrix(
+        (near["score"].to_numpy(), (near[REQ].to_numpy(), near[ITEM].to_numpy())),
+        shape=similar.shape,
+    )
+    return (near @ src.sessions).multiply(src.idf[None, :]).tocsr()
+
+
+def ref_sknn_propose(src, batch, exclusions):
+    scores = exclusions.restrict(ref_sknn_scores(src, batch))
+    found = ref_top_n_sparse(scores, src.config.candidates * 2)
+    found = exclusions.filter(found[found["score"] > 0])
+    found = found.sort_values(["req", "score"], ascending=[True, False], kind="stable")
+    return found.groupby("req", sort=False).head(src.config.candidates)
+
+
+def ref_sknn_features(src, batch, pairs):
+    return pd.DataFrame(
+        {"sknn_score": ref_gather(ref_sknn_scores(src, batch), pairs)}, index=pairs.index
+    )
+
+
 def ref_repeat_per_pair(src, batch):
     hist = batch.history
     at = batch.requests.set_index(REQ)[TS]
@@ -404,11 +436,15 @@ def ref_repeat_per_pair(src, batch):
         buys=(hist[KIND] == 2).astype(np.float32),
     )
     h["recency"] = h[WEIGHT] * 0.5 ** (h["age"] / 14.0)
+    h["steps"] = (h.groupby(REQ)[ITEM].transform("size") - h.groupby(REQ).cumcount() - 1).astype(
+        np.float64
+    )
     agg = h.groupby([REQ, ITEM], sort=False).agg(
         user_item_views=("views", "sum"),
         user_item_carts=("carts", "sum"),
         user_item_buys=("buys", "sum"),
         user_item_days=("age", "min"),
+        user_item_steps_back=("steps", "min"),
         score=("recency", "sum"),
     )
     return agg.reset_index()
@@ -438,6 +474,7 @@ REF_PROPOSE = {
     "als": ref_als_propose,
     "content": ref_content_propose,
     "covisit": ref_covisit_propose,
+    "sknn": ref_sknn_propose,
     "repeat": ref_repeat_propose,
     "popularity": lambda src, batch, ex: src.propose(batch, ex),
 }
@@ -445,6 +482,7 @@ REF_FEATURES = {
     "als": ref_als_features,
     "content": ref_content_features,
     "covisit": ref_covisit_features,
+    "sknn": ref_sknn_features,
     "repeat": ref_repeat_features,
     "popularity": lambda src, batch, pairs: src.features(batch, pairs),
 }

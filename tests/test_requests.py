@@ -5,7 +5,7 @@ import pytest
 
 from recsys import columns as c
 from recsys.metrics import REQUEST_ID
-from training.requests import window_requests
+from training.requests import next_click_requests, window_requests
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +131,49 @@ def test_learning_rows_keep_every_positive_and_at_most_n_drawn_negatives() -> No
     # and rows stay in candidate order, drawn the same way for the same seed
     assert rows.index.is_monotonic_increasing
     pd.testing.assert_frame_equal(rows, again)
+
+
+CLICKS = _events(
+    [
+        ("v1", "a", c.VIEW, "2025-01-11 10:00", "s1"),
+        ("v1", "b", c.VIEW, "2025-01-11 10:01", "s1"),
+        ("v1", "a", c.VIEW, "2025-01-11 10:02", "s1"),
+        ("v2", "c", c.VIEW, "2025-01-12 09:00", "s2"),  # one click: nothing to predict
+        ("v3", "d", c.VIEW, "2025-01-13 09:00", "s3"),
+        ("v3", "e", c.VIEW, "2025-01-13 09:00", "s3"),  # same instant: no past before it
+        ("v3", "f", c.VIEW, "2025-01-13 09:05", "s3"),
+        ("v4", "g", c.VIEW, "2025-01-09 09:00", "s4"),  # before the window
+        ("v4", "h", c.VIEW, "2025-01-10 09:00", "s4"),
+    ]
+)
+
+
+def test_next_click_requests_cut_each_session_once_and_judge_the_next_click_alone() -> None:
+    # when a click log is asked next clicks
+    requests, targets = next_click_requests(CLICKS, START, END, 10, seed=0)
+    # then every session with a click after its first instant is one request, at that click
+    assert requests[c.USER_ID].tolist() == ["v1", "v3"]
+    by_user = dict(zip(requests[c.USER_ID], requests[REQUEST_ID], strict=True))
+    cut = dict(zip(targets[REQUEST_ID], targets[c.ITEM_ID], strict=True))
+    at = dict(zip(requests[c.USER_ID], requests["ts"], strict=True))
+    # v3's only cut with a past is f (e shares d's instant); v1's is b or the repeated a
+    assert (cut[by_user["v3"]], at["v3"]) == ("f", _epoch("2025-01-13 09:05"))
+    assert (cut[by_user["v1"]], at["v1"]) in {
+        ("b", _epoch("2025-01-11 10:01")),
+        ("a", _epoch("2025-01-11 10:02")),
+    }
+    assert len(targets) == 2
+
+
+def test_next_click_requests_are_drawn_with_the_seed() -> None:
+    # when the same log is asked twice with one seed, and with several seeds
+    first = next_click_requests(CLICKS, START, END, 1, seed=5)
+    again = next_click_requests(CLICKS, START, END, 1, seed=5)
+    # then one seed gives one draw, and the cut within v1's session varies with the seed
+    pd.testing.assert_frame_equal(first[0], again[0])
+    pd.testing.assert_frame_equal(first[1], again[1])
+    assert len(first[0]) == 1
+    cuts = {
+        next_click_requests(CLICKS, START, END, 10, seed=s)[1][c.ITEM_ID].iloc[0] for s in range(20)
+    }
+    assert cuts == {"a", "b"}

@@ -82,3 +82,20 @@ def test_cases_are_read_from_the_raw_test_file(tmp_path: Path) -> None:
     assert cases["case_id"].tolist() == [1, 3]
     assert cases["target"].tolist() == ["7", "5"]
     assert cases["prefix"].tolist() == [["3", "5", "3"], ["3"]]
+
+
+def test_by_repeat_judges_clicks_again_apart_from_items_new_to_the_session() -> None:
+    # given a hit on a prefix item at rank 1, a miss on a prefix item, and a new item at rank 2
+    lists = [["a", "x"], ["y"], ["q", "n"]]
+    targets = ["a", "b", "n"]
+    prefixes = [["a"], ["b", "c"], ["c"]]
+    # when split by whether the target was clicked before in the session
+    got = sessions.by_repeat(lists, targets, prefixes)
+    # then two of three cases are clicks again, one found at rank 1; the new one at rank 2
+    assert got == {
+        "again_share": 2 / 3,
+        "again_p@20": 0.5,
+        "again_mrr@20": 0.5,
+        "new_p@20": 1.0,
+        "new_mrr@20": 0.5,
+    }

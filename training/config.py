@@ -30,6 +30,12 @@ class RequestsConfig(FrozenModel):
         description="event types a request is judged on; None: carts and purchases, or views "
         "where the shop logs neither (a click log)",
     )
+    next_click: bool | None = Field(
+        None,
+        description="requests inside sessions, each judged on the next click alone; None: "
+        "where the targets are views (a click log), else session starts judged on what the "
+        "user then targeted",
+    )
     train: int = Field(6_000, ge=10, description="validation-window requests the ranker learns on")
     early_stopping: int = Field(1_500, ge=10, description="held-out requests for early stopping")
     test: int = Field(5_000, ge=10, description="test-window requests judged once")

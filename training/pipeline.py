@@ -34,13 +34,13 @@ from recsys.splits import choose_window_days, split_last_days
 from recsys.workspace import Workspace
 from training import evaluate
 from training.config import TrainConfig
-from training.requests import window_requests
+from training.requests import requests_of_window, window_requests
 from training.segment_orders import segment_orders
 
 logger = logging.getLogger(__name__)
-SOURCE_NAMES = ("als", "covisit", "content", "popularity", "repeat")
+SOURCE_NAMES = ("als", "covisit", "sknn", "content", "popularity", "repeat")
 # the sources judged alone on test, beside the ranker
-SOURCE_BASELINES = ("als", "covisit", "content")
+SOURCE_BASELINES = ("als", "covisit", "sknn", "content")
 
 
 @dataclass
@@ -190,6 +190,7 @@ def earlier_window(
     content_from: Recommender,
     features,
     target_events: tuple[str, ...],
+    next_click: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Ranker rows from the window ``back`` lengths before validation, answered by sources fit
     on the events before that window only: as point-in-time as the validation window's, so
@@ -201,13 +202,14 @@ def earlier_window(
     end = start + length
     start_ts, end_ts = start.timestamp(), end.timestamp()
     before = frame[frame["ts"] < start_ts]
-    requests, targets = window_requests(
+    requests, targets = requests_of_window(
         events,
         start,
         end,
         target_events,
         config.requests.train,
         cfg.seed + back,
+        next_click,
         every_session=config.requests.every_session,
     )
     if len(requests) < 20 or before[c.USER_ID].nunique() < 20:
@@ -262,6 +264,19 @@ def chosen_targets(events: pd.DataFrame, config: TrainConfig) -> tuple[tuple[str
     return (c.VIEW,), "views: the lake holds no cart or purchase events"
 
 
+def chosen_requests(target_events: tuple[str, ...], config: TrainConfig) -> tuple[bool, str]:
+    """Whether requests are next clicks inside sessions (configured, or where the targets are
+    views alone: in a click log the next click is what a visitor wants, and an anonymous
+    visitor's request carries only its session), and why."""
+    given = config.requests.next_click
+    if given is not None:
+        return given, "configured"
+    if tuple(target_events) == (c.VIEW,):
+        logger.info("requests: the next click inside sessions (the targets are views)")
+        return True, "the next click inside sessions: the targets are views (a click log)"
+    return False, "session starts, judged on every target event after them"
+
+
 def chosen_windows(events: pd.DataFrame, config: TrainConfig) -> dict[str, object]:
     """The configured window lengths, or those the data suggests where the config leaves them
     out (logged, and written to the report with the reason)."""
@@ -296,6 +311,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         events, products, users, lake_version = read_lake(workspace)
         windows = chosen_windows(events, config)
         target_events, targets_why = chosen_targets(events, config)
+        next_click, next_click_why = chosen_requests(target_events, config)
         split = split_last_days(events, windows["validation_days"], windows["test_days"])
         catalog = Catalog.build(products, events)
         frame = event_frame(events, catalog, cfg.events)
@@ -317,13 +333,14 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         model = Recommender.fit(frame[frame["ts"] < val_ts], catalog, users, cfg)
     with stages.stage("validation candidates"):
         limit = config.requests.train + config.requests.early_stopping
-        requests, targets = window_requests(
+        requests, targets = requests_of_window(
             events,
             split.validation_start,
             split.test_start,
             target_events,
             limit,
             cfg.seed,
+            next_click,
             every_session=config.requests.every_session,
         )
         if len(requests) < 20:
@@ -381,6 +398,7 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
                 model,
                 features,
                 target_events,
+                next_click,
             )
         if earlier is None:
             break
@@ -436,13 +454,14 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         final.cold_by_popularity = cold_by_popularity
         final.segment_orders = dict(orders)
     with stages.stage("test evaluation"):
-        requests, targets = window_requests(
+        requests, targets = requests_of_window(
             events,
             split.test_start,
             split.end,
             target_events,
             config.requests.test,
             cfg.seed + 1,
+            next_click,
         )
         past = frame[frame["ts"] < end_ts]
         batch = batch_from_events(requests, past, users, final.users, cfg.history_items)
@@ -484,6 +503,8 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
             **windows,
             "target_events": list(target_events),
             "targets": targets_why,
+            "next_click": next_click,
+            "requests": next_click_why,
             "validation_start": str(split.validation_start),
             "test_start": str(split.test_start),
             "end": str(split.end),

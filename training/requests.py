@@ -7,6 +7,11 @@ then to the window's end. Only what happened before the request is visible to th
 The ranker learns from more: with ``every_session``, each session of a user that holds a target
 event is a request of its own (its past includes the user's earlier sessions of the window),
 so a window of a few weeks yields several requests per active user instead of one.
+
+A click log (no carts, no purchases: what people want is what they click next) asks inside
+sessions instead: ``next_click_requests`` cuts each session at one of its clicks, the clicks
+before it are the request's past, the click itself the one answer, as the session-based
+literature judges and as an anonymous visitor's ``/recommend`` with its session asks.
 """
 
 import numpy as np
@@ -109,3 +114,66 @@ def _session_requests(
     pairs = pairs[pairs["at"] >= pairs["ts"]]
     targets = pairs[[REQUEST_ID, c.ITEM_ID]].drop_duplicates()
     return requests, targets.sort_values([REQUEST_ID, c.ITEM_ID]).reset_index(drop=True)
+
+
+def next_click_requests(
+    events: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    limit: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One request per session of the window with at least two instants: at one of its later
+    events, drawn with ``seed`` (the session's events before it are the request's past, with
+    the user's earlier ones); its target is that event's item alone. A session is a
+    ``session_id`` of a user, or the user's events in the window where the log has none.
+    At most ``limit`` sessions, drawn with ``seed``."""
+    window = events[(events[c.TIMESTAMP] >= start) & (events[c.TIMESTAMP] < end)]
+    keys = [c.USER_ID, c.SESSION_ID] if c.SESSION_ID in window else [c.USER_ID]
+    window = window.sort_values([*keys, c.TIMESTAMP], kind="stable").reset_index(drop=True)
+    ts = epoch(window[c.TIMESTAMP])
+    session = window.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    first_ts = pd.Series(ts).groupby(session).transform("min").to_numpy()
+    # a cut needs a click strictly before it in the session: the past a request sees
+    cut = np.flatnonzero(ts > first_ts)
+    rng = np.random.default_rng(seed)
+    # one cut per session: the one with the largest draw
+    draw = rng.random(len(cut))
+    order = np.lexsort((-draw, session[cut]))
+    chosen = cut[order][np.r_[True, np.diff(session[cut][order]) != 0]] if len(cut) else cut
+    if len(chosen) > limit:
+        chosen = np.sort(rng.choice(chosen, size=limit, replace=False))
+    picked = window.iloc[chosen].reset_index(drop=True)
+    requests = pd.DataFrame(
+        {
+            REQUEST_ID: np.arange(len(picked)),
+            c.USER_ID: picked[c.USER_ID].astype(str).to_numpy(),
+            "ts": ts[chosen],
+            c.DEVICE: picked[c.DEVICE].astype(object).to_numpy() if c.DEVICE in picked else None,
+            c.COUNTRY: picked[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in picked else None,
+        }
+    )
+    targets = pd.DataFrame(
+        {
+            REQUEST_ID: requests[REQUEST_ID].to_numpy(),
+            c.ITEM_ID: picked[c.ITEM_ID].astype(str).to_numpy(),
+        }
+    )
+    return requests, targets.reset_index(drop=True)
+
+
+def requests_of_window(
+    events: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    target_events: tuple[str, ...],
+    limit: int,
+    seed: int,
+    next_click: bool,
+    every_session: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The window's requests as training asks them: next clicks inside sessions, or the
+    starts of sessions judged on what the user then targeted."""
+    if next_click:
+        return next_click_requests(events, start, end, limit, seed)
+    return window_requests(events, start, end, target_events, limit, seed, every_session)

@@ -54,7 +54,8 @@ class RepeatSource:
 
     def _per_pair(self, batch: Batch) -> dict[str, np.ndarray]:
         """Each (request, item) of the history, in order of first appearance: its views,
-        carts and buys, the days since its last event and its decayed weight (``score``)."""
+        carts and buys, the days and the events since its last event, and its decayed
+        weight (``score``)."""
         return batch.remember(self, "per_pair", lambda: self._aggregate(batch))
 
     def _aggregate(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -75,6 +76,12 @@ class RepeatSource:
         days = np.full(n, np.nan)
         np.fmin.at(days, group, age)
         out["user_item_days"] = days
+        # events of the past after the item's last one (0: the newest): recency in clicks,
+        # which a session given without times has as much as a logged one
+        position, size = group_positions(reqs)
+        steps = np.full(n, np.inf)
+        np.minimum.at(steps, group, (size - position - 1).astype(np.float64))
+        out["user_item_steps_back"] = steps
         out["score"] = _kahan_sums(group, recency, n)
         return out
 
@@ -99,7 +106,13 @@ class RepeatSource:
         at = _positions(pair_key(per[REQ], per[ITEM]), wanted)
         found = at >= 0
         out = {}
-        for name in ("user_item_views", "user_item_carts", "user_item_buys", "user_item_days"):
+        for name in (
+            "user_item_views",
+            "user_item_carts",
+            "user_item_buys",
+            "user_item_days",
+            "user_item_steps_back",
+        ):
             values = per[name]
             column = np.full(len(pairs), np.nan, dtype=values.dtype)
             column[found] = values[at[found]]

@@ -1,0 +1,150 @@
+"""Session-based nearest neighbours (V-SKNN): what the past sessions most like this one held.
+
+A request's recent items, newest weighing most (linearly: the k-th of n weighs k/n), are
+compared with every stored session: the similarity is the summed weight of the items they
+share, divided by the square root of the stored session's length (a long session shares
+something with everyone) and raised for recent sessions. The ``neighbours`` most similar
+sessions vote for their items, each vote the session's similarity times the item's IDF (an
+item in every session says little). The request's own items may come back: in click logs a
+visitor often returns to an item of the session.
+
+Ludewig & Jannach (2018), "Evaluation of session-based recommendation algorithms": simple
+neighbourhood methods match neural session models on most logs. The same source answers an
+anonymous visitor (the session is the whole past) and a known user's live session.
+"""
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix, diags
+
+from recommender.config import SessionKnnConfig
+from recommender.state import (
+    ITEM,
+    REQ,
+    TS,
+    Batch,
+    Exclusions,
+    gather,
+    group_positions,
+    last_of_each,
+    order_by_request_and_score,
+    pair_key,
+    proposal_frame,
+    top_n_rows,
+)
+from recsys import columns as c
+
+logger = logging.getLogger(__name__)
+SESSION_GAP_SECONDS = 30 * 60  # without session ids: a longer pause starts a new session
+
+
+def session_numbers(events: pd.DataFrame, user_rows: np.ndarray) -> np.ndarray:
+    """Each event's session (0..N-1) in an event frame sorted by user and time: its user's
+    ``session_id``, or without session ids, a run of the user's events without a pause of
+    more than half an hour."""
+    if c.SESSION_ID in events:
+        ids = events[c.SESSION_ID].astype(str).to_numpy()
+        key = pd.MultiIndex.from_arrays([user_rows, ids])
+        return pd.factorize(key)[0].astype(np.int64)
+    ts = events[TS].to_numpy(dtype=np.float64)
+    new = np.ones(len(ts), dtype=bool)
+    new[1:] = (user_rows[1:] != user_rows[:-1]) | (np.diff(ts) > SESSION_GAP_SECONDS)
+    return np.cumsum(new) - 1
+
+
+class SessionKnnSource:
+    name = "sknn"
+
+    def __init__(self, config: SessionKnnConfig) -> None:
+        self.config = config
+        self.sessions = csr_matrix((0, 0), dtype=np.float32)  # sessions x items, 0/1
+        self.by_item = csr_matrix((0, 0), dtype=np.float32)  # items x sessions, weighted
+        self.idf = np.zeros(0)
+
+    def fit(self, events: pd.DataFrame, user_rows: np.ndarray, n_items: int) -> None:
+        """``events``: an event frame sorted by user and time; ``user_rows``: their users."""
+        cfg = self.config
+        session = session_numbers(events, user_rows)
+        n_sessions = int(session.max()) + 1 if len(session) else 0
+        item = events[ITEM].to_numpy().astype(np.int64)
+        ts = events[TS].to_numpy(dtype=np.float64)
+        pairs = np.unique(pair_key(session, item))
+        s, i = pairs >> 32, pairs & np.int64((1 << 32) - 1)
+        length = np.bincount(s, minlength=n_sessions).astype(np.float64)
+        df = np.bincount(i, minlength=n_items).astype(np.float64)
+        self.idf = np.log(max(n_sessions, 1) / np.maximum(df, 1.0))
+        end = np.full(n_sessions, -np.inf)
+        np.maximum.at(end, session, ts)
+        span = end.max() - end.min() if n_sessions else 0.0
+        recency = (end - end.min()) / span if span > 0 else np.ones(n_sessions)
+        # each item keeps its most recent sessions only: a request compares itself with the
+        # sessions that share an item, and a popular item's are mostly old news
+        order = np.lexsort((-end[s], i))
+        keep = order[group_positions(i[order])[0] < cfg.sessions_per_item]
+        s, i = s[keep], i[keep]
+        ones = np.ones(len(s), dtype=np.float32)
+        self.sessions = csr_matrix((ones, (s, i)), shape=(n_sessions, n_items))
+        weight = (1.0 + cfg.recency_weight * recency) / np.sqrt(np.maximum(length, 1.0))
+        self.by_item = (self.sessions.T.tocsr() @ diags(weight.astype(np.float32))).tocsr()
+        logger.info(
+            "session-KNN: %s sessions, %s session-item pairs kept", f"{n_sessions:,}", f"{len(s):,}"
+        )
+
+    def grow(self, n_items: int) -> None:
+        extra = n_items - self.sessions.shape[1]
+        if extra > 0:
+            s = self.sessions.tocoo()
+            self.sessions = csr_matrix(
+                (s.data, (s.row, s.col)), shape=(self.sessions.shape[0], n_items)
+            )
+            b = self.by_item.tocoo()
+            self.by_item = csr_matrix((b.data, (b.row, b.col)), shape=(n_items, b.shape[1]))
+            self.idf = np.concatenate([self.idf, np.zeros(extra)])
+
+    def _query(self, batch: Batch, n_items: int) -> csr_matrix:
+        """(requests x items): each request's last ``recent_items`` distinct items, the
+        newest weighing 1, the k-th of n k/n."""
+        hist = batch.history
+        reqs, items = hist[REQ].to_numpy(), hist[ITEM].to_numpy()
+        last = last_of_each(pair_key(reqs, items))  # an item's last event only
+        position, size = group_positions(reqs[last])
+        kept = last[size - position <= self.config.recent_items]
+        position, size = group_positions(reqs[kept])
+        weight = (position + 1) / size
+        return csr_matrix((weight, (reqs[kept], items[kept])), shape=(len(batch), n_items))
+
+    def _scores(self, batch: Batch) -> csr_matrix:
+        return batch.remember(self, "scores", lambda: self._vote(batch))
+
+    def _vote(self, batch: Batch) -> csr_matrix:
+        n_items = self.sessions.shape[1]
+        similar = (self._query(batch, n_items) @ self.by_item).tocsr()
+        rows, cols, sims = top_n_rows(
+            similar.indptr, similar.indices, similar.data, self.config.neighbours
+        )
+        near = csr_matrix((sims, (rows, cols)), shape=similar.shape)
+        return (near @ self.sessions @ diags(self.idf)).tocsr()
+
+    def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
+        return proposal_frame(*self.proposals(batch, exclusions))
+
+    def proposals(self, batch: Batch, exclusions: Exclusions) -> tuple[np.ndarray, ...]:
+        """``propose`` as arrays: twice the candidates by vote, the excluded dropped, the
+        best ``candidates`` kept."""
+        scores = exclusions.restrict(self._scores(batch))
+        reqs, items, score = top_n_rows(
+            scores.indptr, scores.indices, scores.data, self.config.candidates * 2
+        )
+        ok = exclusions.keep(reqs, items) & (score > 0)
+        reqs, items, score = reqs[ok], items[ok], score[ok]
+        order = order_by_request_and_score(reqs, score)
+        order = order[group_positions(reqs[order])[0] < self.config.candidates]
+        return reqs[order], items[order], score[order]
+
+    def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
+
+    def feature_columns(self, batch: Batch, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {"sknn_score": gather(self._scores(batch), pairs)}
