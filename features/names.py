@@ -41,4 +41,6 @@ REQUEST_DEVICE: Final = "request_device"
 USER_WINDOWS: Final = (7, 30, 90)
 PRODUCT_WINDOWS: Final = (7, 30)
 AFFINITY_WINDOWS: Final = (30, 90)
-SESSION_ITEMS_KEPT: Final = 10
+# the items of a session kept (its last events): as many as the model reads of a past
+# (``history_items``, 30), so a session told click by click is the model's whole live session
+SESSION_ITEMS_KEPT: Final = 30

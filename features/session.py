@@ -1,10 +1,24 @@
 """The session state: computed offline from the lake, updated online from /feedback events.
 
 Both paths apply the same rule, so a session replayed event by event online ends in the same
-state as the offline table: items are listed once, most recently first seen first, the last
-``SESSION_ITEMS_KEPT`` kept; a gap of more than ``SESSION_GAP_SECONDS`` starts a new session.
+state as the offline table: the items of the session's last ``SESSION_ITEMS_KEPT`` events,
+newest first, an item as often as it came; a gap of more than ``SESSION_GAP_SECONDS`` starts
+a new session.
+
+The items are the session's sequence, repeats and all, because serving hands them to the
+model as the request's live session, and training's past is the event log itself: its order
+and its clicks again (79% of Tmall's session prefixes click an item again, 45% of their next
+clicks are one). On 3,000 cases of the session benchmark, the sessions listed once per item
+in first-seen order, 10 kept (the rule before), were answered with P@20 0.445 / MRR@20 0.150,
+their last 10 clicks with 0.447 / 0.200, their whole sequence with 0.505 / 0.208.
+
+A request's own ``session_item_ids`` (a session the service was given, not told of click by
+click) are folded in by the same rule (``fold_given``), so the model sees the same session
+whichever way its clicks came.
 """
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -26,20 +40,17 @@ SEPARATOR: Final = ";"
 
 
 def items_so_far(items: pd.Series, group: pd.Series, kept: int = SESSION_ITEMS_KEPT) -> pd.Series:
-    """For each row (in time order), the distinct items of its group up to it, newest first."""
+    """For each row (in time order, a group's rows together), the items of its group's last
+    ``kept`` rows up to it, newest first, repeats kept."""
     items = items.astype("string[pyarrow]").reset_index(drop=True)
     group = group.astype("string[pyarrow]").reset_index(drop=True)
-    first = ~pd.DataFrame({"g": group, "i": items}).duplicated()
-    f_items, f_group = items[first].reset_index(drop=True), group[first].reset_index(drop=True)
-    joined = f_items.copy()
+    joined = items.copy()
     for lag in range(1, kept):
-        same = (f_group.shift(lag) == f_group).fillna(False).to_numpy()
+        same = (group.shift(lag) == group).fillna(False).to_numpy()
         if not same.any():
             break
-        joined[same] = joined[same] + SEPARATOR + f_items.shift(lag)[same]
-    out = pd.Series(pd.NA, index=items.index, dtype="string[pyarrow]")
-    out[first.to_numpy()] = joined.to_numpy()
-    return out.groupby(group.to_numpy(), sort=False).ffill()
+        joined[same] = joined[same] + SEPARATOR + items.shift(lag)[same]
+    return joined
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,7 @@ def next_state(
     purchase = int(event_type == c.PURCHASE)
     if new_session:
         return SessionState(session_id or f"{user_id}-t{epoch}", 1, epoch, epoch, item_id, purchase)
-    items = previous.items
-    if item_id not in items:
-        items = [item_id, *items][:SESSION_ITEMS_KEPT]
+    items = [item_id, *previous.items][:SESSION_ITEMS_KEPT]
     return SessionState(
         previous.session_id,
         previous.session_events + 1,
@@ -89,3 +98,31 @@ def next_state(
         SEPARATOR.join(items),
         previous.session_purchases + purchase,
     )
+
+
+def fold_given(
+    stored: SessionState | None, user_id: str, given: Sequence[str], at: float
+) -> SessionState | None:
+    """The session a request sees: the ``stored`` one with the request's own items ``given``
+    (oldest first) folded in as /feedback folds clicks, at the instants the model gives them
+    (``recommender.state.session_events``: a second apart, the last a second before ``at``).
+
+    Given items the stored session already holds as its newest are not folded twice: a front
+    end that sends its clicks to /feedback and again with the next request (as the canary
+    simulator does) finds them stored. Those are the given items up to the latest point
+    before which the given and the stored items end alike (in as many items as both hold)."""
+    given = list(given)
+    done = 0
+    if stored is not None:
+        ordered = stored.items[::-1]  # oldest first
+        for end in range(len(given), 0, -1):
+            size = min(len(ordered), end)
+            if ordered[len(ordered) - size :] == given[end - size : end]:
+                done = end
+                break
+    new = given[done:]
+    first = math.floor(at) - len(new)
+    state = stored
+    for i, item in enumerate(new):
+        state = next_state(state, user_id, item, c.VIEW, first + i)
+    return state

@@ -23,6 +23,15 @@ def full(view: str, feature: str) -> str:
     return f"{view}__{feature}"
 
 
+# stored features that are not the ranker's: the instants of the session's first and last
+# events. A session given with a request (``session_item_ids``) has no times, only an order
+# (serving folds its items in a second apart), so the same clicks told to /feedback would
+# rank apart by when they came; the session's events and items remain inputs
+NOT_INPUTS = frozenset(
+    {full(n.SESSION, "session_start_epoch"), full(n.SESSION, "session_last_epoch")}
+)
+
+
 def _numbers(values: pd.Series | np.ndarray) -> np.ndarray:
     """A column as float64 (anything not a number is NaN)."""
     array = values.to_numpy() if isinstance(values, pd.Series) else values
@@ -79,7 +88,8 @@ def _contains(lists: np.ndarray, items: np.ndarray, sep: str) -> np.ndarray:
 
 def ranker_inputs(stored: pd.DataFrame, item_ids: pd.Series) -> pd.DataFrame:
     """Numbers from stored features: numeric columns as they are, instants as days before
-    the request, and string features as flags of the candidate matching the user."""
+    the request (but the session's, ``NOT_INPUTS``), and string features as flags of the
+    candidate matching the user."""
     return pd.DataFrame(ranker_input_columns(stored, item_ids), index=stored.index)
 
 
@@ -97,7 +107,7 @@ def ranker_input_columns(
     present = set(names)  # (a set: asking a new frame's columns builds their index)
     out = {}
     for column in names:
-        if "__" not in column:
+        if "__" not in column or column in NOT_INPUTS:
             continue
         values = get(column)
         if column.endswith("_epoch"):

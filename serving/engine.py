@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from redis.exceptions import RedisError
 
+from features.session import fold_given
 from recommender.features_source import NoFeatures, OnlineFeatures
 from recommender.model import Recommender
 from recommender.state import ITEM, TS
@@ -384,10 +385,18 @@ class Engine:
         categories = state.model.touched_categories(request.user_id)
         read, fallback = self._online_user(request.user_id, categories)
         user = read.user if read is not None else {}
-        session = list(request.session_item_ids)
-        if read is not None and read.session is not None:
-            # the stored session lists the newest first; the model wants oldest first
-            session = [i for i in reversed(read.session.items) if i not in session] + session
+        # the live session: the stored one with the request's own items folded in as
+        # /feedback folds clicks, so given items and the same clicks told to /feedback are
+        # one session to the model (its items) and to the ranker (its stored features)
+        live = fold_given(
+            read.session if read is not None else None,
+            request.user_id,
+            request.session_item_ids,
+            ts,
+        )
+        session = live.items[::-1] if live is not None else []  # (the model's: oldest first)
+        if live is not None and read is not None:
+            user = {**user, **live.as_row()}
         columns = {  # (the batch's columns: one request needs no frame)
             c.USER_ID: [request.user_id],
             TS: [float(ts)],
@@ -403,7 +412,7 @@ class Engine:
             filters.exclude_item_ids, filters.category, filters.max_price, avoid
         )
         source = (
-            state.features.prefetched(read.user, read.affinity, categories)
+            state.features.prefetched(user, read.affinity, categories)
             if fallback is None and state.features is not None
             else NoFeatures()
         )

@@ -5,7 +5,7 @@ import pytest
 
 from features import names as n
 from features.context import context_features
-from features.session import SESSION_FIELDS, SessionState, items_so_far, next_state
+from features.session import SESSION_FIELDS, SessionState, fold_given, items_so_far, next_state
 from features.snapshots import DAY, running_favourite, windowed
 from features.tables import session_activity, user_activity, user_category_affinity
 from recsys import columns as c
@@ -47,10 +47,10 @@ def test_running_favourite_changes_only_when_overtaken() -> None:
     assert out["cat"].tolist() == ["x", "x", "y", "x"]
 
 
-def test_items_so_far_lists_distinct_items_newest_first_per_session() -> None:
+def test_items_so_far_lists_the_last_items_newest_first_repeats_kept_per_session() -> None:
     items = pd.Series(["a", "b", "a", "c", "d"])
     group = pd.Series(["s1", "s1", "s1", "s1", "s2"])
-    assert items_so_far(items, group, kept=2).tolist() == ["a", "b;a", "b;a", "c;b", "d"]
+    assert items_so_far(items, group, kept=3).tolist() == ["a", "b;a", "a;b;a", "c;a;b", "d"]
 
 
 def test_user_activity_counts_only_days_before_each_snapshot() -> None:
@@ -100,6 +100,53 @@ def test_online_session_updates_replay_to_the_offline_table() -> None:
         )
         assert state == SessionState(**{f: getattr(row, f) for f in SESSION_FIELDS})
     assert state.session_item_ids == "p3" and offline["session_purchases"].tolist()[3] == 1
+
+
+def _clicked(user: str, items: list[str], start: int, previous=None) -> SessionState:
+    """The session after ``items`` are clicked a minute apart from ``start`` (/feedback's
+    folding)."""
+    state = previous
+    for i, item in enumerate(items):
+        state = next_state(state, user, item, c.VIEW, start + 60 * i)
+    return state
+
+
+def test_a_given_session_folds_as_the_same_clicks_told_one_by_one() -> None:
+    # given clicks on a, b and a again, told one by one, and the same items given with a
+    # request of another visitor an hour later
+    told = _clicked("told", ["a", "b", "a"], 1_000)
+    given = fold_given(None, "given", ["a", "b", "a"], 4_600.5)
+    # then both sessions hold three events, the items in order (newest first, a twice), no
+    # purchase; they differ only in their id and instants
+    assert (given.session_events, given.session_item_ids, given.session_purchases) == (
+        told.session_events,
+        told.session_item_ids,
+        told.session_purchases,
+    )
+    assert given.items == ["a", "b", "a"] and given.session_events == 3
+    # and the given clicks come a second apart, the last a second before the request
+    assert (given.session_start_epoch, given.session_last_epoch) == (4_597, 4_599)
+
+
+def test_given_items_go_on_top_of_the_stored_session_once() -> None:
+    # given a stored session of clicks x, a, b
+    stored = _clicked("u", ["x", "a", "b"], 1_000)
+    # when a request gives items the stored session does not end with
+    on_top = fold_given(stored, "u", ["c", "a"], 1_200.0)
+    # then they are folded on top of it
+    assert on_top.items == ["a", "c", "b", "a", "x"] and on_top.session_events == 5
+    assert on_top.session_id == stored.session_id
+    # and items it already ends with (a front end telling /feedback and the request) are not
+    # folded twice, only those after them
+    assert fold_given(stored, "u", ["a", "b"], 1_200.0) == stored
+    assert fold_given(stored, "u", ["x", "a", "b", "c"], 1_200.0).items == ["c", "b", "a", "x"]
+    assert fold_given(stored, "u", ["b", "d"], 1_200.0).items == ["d", "b", "a", "x"]
+    # and nothing given leaves the stored session as it is, or no session at all
+    assert fold_given(stored, "u", [], 1_200.0) is stored
+    assert fold_given(None, "u", [], 1_200.0) is None
+    # and items given more than the session gap after its last click start a new session
+    later = fold_given(stored, "u", ["c"], 1_120.0 + 31 * 60 + 2)
+    assert later.items == ["c"] and later.session_events == 1
 
 
 def test_context_features_exact_values() -> None:

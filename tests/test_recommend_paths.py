@@ -589,8 +589,9 @@ def ref_with_context(frame):
 def ref_ranker_inputs(stored, item_ids):
     now = pd.to_numeric(stored[n.REQUEST_TS], errors="coerce").to_numpy(dtype=np.float64)
     out = {}
+    timing = {f"{n.SESSION}__session_start_epoch", f"{n.SESSION}__session_last_epoch"}
     for column in stored.columns:
-        if "__" not in column:
+        if "__" not in column or column in timing:  # (a given session has no times)
             continue
         values = stored[column]
         if column.endswith("_epoch"):

@@ -582,6 +582,9 @@ def test_ranker_inputs_turn_strings_into_flags_and_instants_into_ages() -> None:
             "user_profile__avoid_attributes": ["fragrance;alcohol", None, "parabens"],
             "product_catalog__attributes": ["alcohol;fragrance;vegan", "alcohol", "vegan"],
             "session_activity__session_item_ids": ["p1;p2", None, "p10"],
+            "session_activity__session_events": [2, None, 1],
+            "session_activity__session_start_epoch": [now - 60, None, now - 5],
+            "session_activity__session_last_epoch": [now - 30, None, now - 5],
             "user_activity__last_event_epoch": [now - 2 * DAY, np.nan, now - DAY / 2],
             "product_catalog__created_epoch": [now - 10 * DAY, now - 1 * DAY, now],
             "product_activity__views_7d": [3, 0, 1],
@@ -593,12 +596,14 @@ def test_ranker_inputs_turn_strings_into_flags_and_instants_into_ages() -> None:
     # when
     got = ranker_inputs(stored, item_ids)
     # then strings become flags (an exact match of session items, not a substring), instants
-    # days before the request, numbers stay; strings and keys themselves are not inputs
+    # days before the request, numbers stay; strings and keys themselves are not inputs, nor
+    # the session's instants (a session given with a request has none)
     assert sorted(got.columns) == sorted(
         [
             "user_activity__last_event_days_ago",
             "product_catalog__created_days_ago",
             "product_activity__views_7d",
+            "session_activity__session_events",
             "product_catalog__in_stock",
             "request_context__hour",
             "is_favourite_category",

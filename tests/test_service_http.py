@@ -180,6 +180,39 @@ def test_anonymous_session_gets_items_that_go_with_its_items(stack: ServingStack
         assert not set(ids(answer)) & set(session)
 
 
+def test_clicks_told_to_feedback_are_the_same_session_as_items_given(stack: ServingStack) -> None:
+    # given the lake's two most viewed products, clicked a, b, a (an item clicked again)
+    events = stack.lake.events
+    views = events.loc[events[c.EVENT_TYPE] == c.VIEW, c.ITEM_ID].astype(str)
+    a, b = views.value_counts().sort_index().sort_values(ascending=False, kind="stable").index[:2]
+    clicks = [a, b, a]
+    told, given, without = (f"anonymous-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    # when one anonymous visitor's clicks are told to /feedback, a second apart
+    now = time.time()
+    response = stack.post(
+        "/feedback",
+        {
+            "events": [
+                {"user_id": told, "item_id": item, "event_type": "click", "timestamp": now - 3 + i}
+                for i, item in enumerate(clicks)
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 3, "sessions_updated": 1}
+    # and that visitor asks, another gives the same items with its request, and a third
+    # asks with no session at all
+    after_feedback = stack.recommend(user_id=told, k=K)
+    with_items = stack.recommend(user_id=given, k=K, session_item_ids=clicks)
+    no_session = stack.recommend(user_id=without, k=K)
+    # then the two sessions get the same list: the same items in the same order
+    for answer in (after_feedback, with_items, no_session):
+        assert_answer(stack, answer, K)
+    assert ids(after_feedback) == ids(with_items)
+    # and it is the session's list, not the one of a visitor without a session
+    assert ids(with_items) != ids(no_session)
+
+
 # ------------------------------------------------------------------------------ similar items
 def test_similar_items_of_a_known_product(stack: ServingStack) -> None:
     # given the lake's most viewed product
