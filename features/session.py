@@ -101,11 +101,16 @@ def next_state(
 
 
 def fold_given(
-    stored: SessionState | None, user_id: str, given: Sequence[str], at: float
+    stored: SessionState | None,
+    user_id: str,
+    given: Sequence[str],
+    at: float,
+    gap: float = 1.0,
 ) -> SessionState | None:
     """The session a request sees: the ``stored`` one with the request's own items ``given``
     (oldest first) folded in as /feedback folds clicks, at the instants the model gives them
-    (``recommender.state.session_events``: a second apart, the last a second before ``at``).
+    (``recommender.state.session_events``: ``gap`` seconds apart, the last ``gap`` before
+    ``at``; the model's typical click gap).
 
     Given items the stored session already holds as its newest are not folded twice: a front
     end that sends its clicks to /feedback and again with the next request (as the canary
@@ -121,8 +126,7 @@ def fold_given(
                 done = end
                 break
     new = given[done:]
-    first = math.floor(at) - len(new)
     state = stored
     for i, item in enumerate(new):
-        state = next_state(state, user_id, item, c.VIEW, first + i)
+        state = next_state(state, user_id, item, c.VIEW, math.floor(at - (len(new) - i) * gap))
     return state

@@ -393,6 +393,7 @@ class Engine:
             request.user_id,
             request.session_item_ids,
             ts,
+            state.model.click_seconds,
         )
         session = live.items[::-1] if live is not None else []  # (the model's: oldest first)
         if live is not None and read is not None:

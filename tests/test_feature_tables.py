@@ -126,6 +126,9 @@ def test_a_given_session_folds_as_the_same_clicks_told_one_by_one() -> None:
     assert given.items == ["a", "b", "a"] and given.session_events == 3
     # and the given clicks come a second apart, the last a second before the request
     assert (given.session_start_epoch, given.session_last_epoch) == (4_597, 4_599)
+    # or the model's typical click gap apart where it has one
+    spaced = fold_given(None, "given", ["a", "b"], 1_000.0, gap=60.0)
+    assert (spaced.session_start_epoch, spaced.session_last_epoch) == (880, 940)
 
 
 def test_given_items_go_on_top_of_the_stored_session_once() -> None:
