@@ -148,32 +148,30 @@ CLICKS = _events(
 )
 
 
-def test_next_click_requests_cut_each_session_once_and_judge_the_next_click_alone() -> None:
+def test_next_click_requests_cut_sessions_at_every_click_with_a_past() -> None:
     # when a click log is asked next clicks
     requests, targets = next_click_requests(CLICKS, START, END, 10, seed=0)
-    # then every session with a click after its first instant is one request, at that click
-    assert requests[c.USER_ID].tolist() == ["v1", "v3"]
-    by_user = dict(zip(requests[c.USER_ID], requests[REQUEST_ID], strict=True))
-    cut = dict(zip(targets[REQUEST_ID], targets[c.ITEM_ID], strict=True))
-    at = dict(zip(requests[c.USER_ID], requests["ts"], strict=True))
-    # v3's only cut with a past is f (e shares d's instant); v1's is b or the repeated a
-    assert (cut[by_user["v3"]], at["v3"]) == ("f", _epoch("2025-01-13 09:05"))
-    assert (cut[by_user["v1"]], at["v1"]) in {
-        ("b", _epoch("2025-01-11 10:01")),
-        ("a", _epoch("2025-01-11 10:02")),
-    }
-    assert len(targets) == 2
+    # then every click after its session's first instant is a request at that click, judged
+    # on that click's item alone: v1 at b and at a again, v3 at f (e shares d's instant, v2's
+    # session has one click, v4's first click is before the window)
+    cuts = list(zip(requests[c.USER_ID], requests["ts"], targets[c.ITEM_ID], strict=True))
+    assert cuts == [
+        ("v1", _epoch("2025-01-11 10:01"), "b"),
+        ("v1", _epoch("2025-01-11 10:02"), "a"),
+        ("v3", _epoch("2025-01-13 09:05"), "f"),
+    ]
+    assert targets[REQUEST_ID].tolist() == requests[REQUEST_ID].tolist() == [0, 1, 2]
 
 
-def test_next_click_requests_are_drawn_with_the_seed() -> None:
-    # when the same log is asked twice with one seed, and with several seeds
-    first = next_click_requests(CLICKS, START, END, 1, seed=5)
-    again = next_click_requests(CLICKS, START, END, 1, seed=5)
-    # then one seed gives one draw, and the cut within v1's session varies with the seed
+def test_next_click_requests_are_drawn_down_to_the_limit_with_the_seed() -> None:
+    # when the same log is asked for two cuts twice with one seed, and with several seeds
+    first = next_click_requests(CLICKS, START, END, 2, seed=5)
+    again = next_click_requests(CLICKS, START, END, 2, seed=5)
+    # then one seed gives one draw, of two of the three cuts, and the draw varies by seed
     pd.testing.assert_frame_equal(first[0], again[0])
     pd.testing.assert_frame_equal(first[1], again[1])
-    assert len(first[0]) == 1
-    cuts = {
-        next_click_requests(CLICKS, START, END, 10, seed=s)[1][c.ITEM_ID].iloc[0] for s in range(20)
+    assert len(first[0]) == 2
+    draws = {
+        tuple(next_click_requests(CLICKS, START, END, 2, seed=s)[1][c.ITEM_ID]) for s in range(20)
     }
-    assert cuts == {"a", "b"}
+    assert len(draws) > 1 and all(len(d) == 2 for d in draws)

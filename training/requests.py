@@ -123,11 +123,12 @@ def next_click_requests(
     limit: int,
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One request per session of the window with at least two instants: at one of its later
-    events, drawn with ``seed`` (the session's events before it are the request's past, with
-    the user's earlier ones); its target is that event's item alone. A session is a
-    ``session_id`` of a user, or the user's events in the window where the log has none.
-    At most ``limit`` sessions, drawn with ``seed``."""
+    """Requests at events of the window that have an earlier instant in their session (the
+    session's events before it are the request's past, with the user's earlier ones); each
+    one's target is that event's item alone. Every such cut, or ``limit`` of them drawn with
+    ``seed``: a long session is cut more often, as an anonymous visitor's every click asks
+    for the next. A session is a ``session_id`` of a user, or the user's events in the window
+    where the log has none."""
     window = events[(events[c.TIMESTAMP] >= start) & (events[c.TIMESTAMP] < end)]
     keys = [c.USER_ID, c.SESSION_ID] if c.SESSION_ID in window else [c.USER_ID]
     window = window.sort_values([*keys, c.TIMESTAMP], kind="stable").reset_index(drop=True)
@@ -135,13 +136,9 @@ def next_click_requests(
     session = window.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
     first_ts = pd.Series(ts).groupby(session).transform("min").to_numpy()
     # a cut needs a click strictly before it in the session: the past a request sees
-    cut = np.flatnonzero(ts > first_ts)
-    rng = np.random.default_rng(seed)
-    # one cut per session: the one with the largest draw
-    draw = rng.random(len(cut))
-    order = np.lexsort((-draw, session[cut]))
-    chosen = cut[order][np.r_[True, np.diff(session[cut][order]) != 0]] if len(cut) else cut
+    chosen = np.flatnonzero(ts > first_ts)
     if len(chosen) > limit:
+        rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(chosen, size=limit, replace=False))
     picked = window.iloc[chosen].reset_index(drop=True)
     requests = pd.DataFrame(
