@@ -190,6 +190,17 @@ def order_by_request_and_score(reqs: np.ndarray, scores: np.ndarray) -> np.ndarr
     return np.lexsort((-np.asarray(scores), np.asarray(reqs)))
 
 
+def best_kept(
+    reqs: np.ndarray, items: np.ndarray, scores: np.ndarray, ok: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A source's proposals: the cells ``ok`` keeps, each request's ``n`` best by score (ties
+    in the order given), ordered by request and score."""
+    reqs, items, scores = reqs[ok], items[ok], scores[ok]
+    order = order_by_request_and_score(reqs, scores)
+    order = order[group_positions(reqs[order])[0] < n]
+    return reqs[order], items[order], scores[order]
+
+
 def event_frame(events: pd.DataFrame, catalog: Catalog, weights: EventWeights) -> pd.DataFrame:
     """The event log in the model's terms: item rows, epoch seconds, kind and weight."""
     kind = events[c.EVENT_TYPE].map(KINDS)

@@ -34,7 +34,7 @@ from recsys.splits import choose_window_days, split_last_days
 from recsys.workspace import Workspace
 from training import evaluate
 from training.config import TrainConfig
-from training.requests import requests_of_window, window_requests
+from training.requests import window_requests
 from training.segment_orders import segment_orders
 
 logger = logging.getLogger(__name__)
@@ -202,15 +202,15 @@ def earlier_window(
     end = start + length
     start_ts, end_ts = start.timestamp(), end.timestamp()
     before = frame[frame["ts"] < start_ts]
-    requests, targets = requests_of_window(
+    requests, targets = window_requests(
         events,
         start,
         end,
         target_events,
         config.requests.train,
         cfg.seed + back,
-        next_click,
         every_session=config.requests.every_session,
+        next_click=next_click,
     )
     if len(requests) < 20 or before[c.USER_ID].nunique() < 20:
         logger.info("earlier window %d (%s to %s): too little data, not used", back, start, end)
@@ -333,15 +333,15 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         model = Recommender.fit(frame[frame["ts"] < val_ts], catalog, users, cfg)
     with stages.stage("validation candidates"):
         limit = config.requests.train + config.requests.early_stopping
-        requests, targets = requests_of_window(
+        requests, targets = window_requests(
             events,
             split.validation_start,
             split.test_start,
             target_events,
             limit,
             cfg.seed,
-            next_click,
             every_session=config.requests.every_session,
+            next_click=next_click,
         )
         if len(requests) < 20:
             raise RecsysError(
@@ -454,14 +454,14 @@ def train(workspace: Workspace, config: TrainConfig) -> TrainResult:
         final.cold_by_popularity = cold_by_popularity
         final.segment_orders = dict(orders)
     with stages.stage("test evaluation"):
-        requests, targets = requests_of_window(
+        requests, targets = window_requests(
             events,
             split.test_start,
             split.end,
             target_events,
             config.requests.test,
             cfg.seed + 1,
-            next_click,
+            next_click=next_click,
         )
         past = frame[frame["ts"] < end_ts]
         batch = batch_from_events(requests, past, users, final.users, cfg.history_items)

@@ -22,6 +22,20 @@ from recsys import columns as c
 from recsys.metrics import REQUEST_ID
 
 
+def request_rows(rows: pd.DataFrame, ts: np.ndarray) -> pd.DataFrame:
+    """The requests made at ``rows`` (events) at instants ``ts``: request_id, user_id, ts,
+    and the device and country the events were logged with, where the log has them."""
+    return pd.DataFrame(
+        {
+            REQUEST_ID: np.arange(len(rows)),
+            c.USER_ID: rows[c.USER_ID].astype(str).to_numpy(),
+            "ts": ts,
+            c.DEVICE: rows[c.DEVICE].astype(object).to_numpy() if c.DEVICE in rows else None,
+            c.COUNTRY: rows[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in rows else None,
+        }
+    )
+
+
 def window_requests(
     events: pd.DataFrame,
     start: pd.Timestamp,
@@ -30,9 +44,14 @@ def window_requests(
     limit: int,
     seed: int,
     every_session: bool = False,
+    next_click: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``requests`` (request_id, user_id, ts, device, country) and ``targets``
-    (request_id, item_id), at most ``limit`` requests drawn with ``seed``."""
+    (request_id, item_id), at most ``limit`` requests drawn with ``seed``: next clicks
+    inside sessions (``next_click_requests``), or session starts judged on every target
+    event after them."""
+    if next_click:
+        return next_click_requests(events, start, end, limit, seed)
     window = events[(events[c.TIMESTAMP] >= start) & (events[c.TIMESTAMP] < end)]
     hit = window[window[c.EVENT_TYPE].isin(target_events)]
     session_col = c.SESSION_ID if c.SESSION_ID in window else None
@@ -49,15 +68,7 @@ def window_requests(
     if len(starts) > limit:
         pick = np.random.default_rng(seed).choice(len(starts), size=limit, replace=False)
         starts = starts.iloc[np.sort(pick)].reset_index(drop=True)
-    requests = pd.DataFrame(
-        {
-            REQUEST_ID: np.arange(len(starts)),
-            c.USER_ID: starts[c.USER_ID].astype(str).to_numpy(),
-            "ts": epoch(starts[c.TIMESTAMP]),
-            c.DEVICE: starts[c.DEVICE].astype(object).to_numpy() if c.DEVICE in starts else None,
-            c.COUNTRY: starts[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in starts else None,
-        }
-    )
+    requests = request_rows(starts, epoch(starts[c.TIMESTAMP]))
     at = requests.set_index(c.USER_ID)
     wanted = hit[hit[c.USER_ID].isin(at.index)]
     wanted = wanted[epoch(wanted[c.TIMESTAMP]) >= wanted[c.USER_ID].map(at["ts"]).to_numpy()]
@@ -94,15 +105,7 @@ def _session_requests(
         pick = np.random.default_rng(seed).choice(len(starts), size=limit, replace=False)
         starts = starts.iloc[np.sort(pick)].reset_index(drop=True)
     ts = epoch(starts[c.TIMESTAMP])
-    requests = pd.DataFrame(
-        {
-            REQUEST_ID: np.arange(len(starts)),
-            c.USER_ID: starts[c.USER_ID].astype(str).to_numpy(),
-            "ts": ts,
-            c.DEVICE: starts[c.DEVICE].astype(object).to_numpy() if c.DEVICE in starts else None,
-            c.COUNTRY: starts[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in starts else None,
-        }
-    )
+    requests = request_rows(starts, ts)
     wanted = pd.DataFrame(
         {
             c.USER_ID: hit[c.USER_ID].astype(str).to_numpy(),
@@ -141,15 +144,7 @@ def next_click_requests(
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(chosen, size=limit, replace=False))
     picked = window.iloc[chosen].reset_index(drop=True)
-    requests = pd.DataFrame(
-        {
-            REQUEST_ID: np.arange(len(picked)),
-            c.USER_ID: picked[c.USER_ID].astype(str).to_numpy(),
-            "ts": ts[chosen],
-            c.DEVICE: picked[c.DEVICE].astype(object).to_numpy() if c.DEVICE in picked else None,
-            c.COUNTRY: picked[c.COUNTRY].astype(object).to_numpy() if c.COUNTRY in picked else None,
-        }
-    )
+    requests = request_rows(picked, ts[chosen])
     targets = pd.DataFrame(
         {
             REQUEST_ID: requests[REQUEST_ID].to_numpy(),
@@ -157,20 +152,3 @@ def next_click_requests(
         }
     )
     return requests, targets.reset_index(drop=True)
-
-
-def requests_of_window(
-    events: pd.DataFrame,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    target_events: tuple[str, ...],
-    limit: int,
-    seed: int,
-    next_click: bool,
-    every_session: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The window's requests as training asks them: next clicks inside sessions, or the
-    starts of sessions judged on what the user then targeted."""
-    if next_click:
-        return next_click_requests(events, start, end, limit, seed)
-    return window_requests(events, start, end, target_events, limit, seed, every_session)

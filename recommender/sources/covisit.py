@@ -23,10 +23,9 @@ from recommender.state import (
     WEIGHT,
     Batch,
     Exclusions,
+    best_kept,
     gather,
-    group_positions,
     last_item_matrix,
-    order_by_request_and_score,
     pair_key,
     proposal_frame,
     seed_matrix,
@@ -207,10 +206,7 @@ class CovisitSource:
         )
         reqs, items, score = top_n_rows(indptr, items, blend, self.config.candidates * 2)
         ok = exclusions.keep(reqs, items)
-        reqs, items, score = reqs[ok], items[ok], score[ok]
-        order = order_by_request_and_score(reqs, score)
-        order = order[group_positions(reqs[order])[0] < self.config.candidates]
-        return reqs[order], items[order], score[order]
+        return best_kept(reqs, items, score, ok, self.config.candidates)
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)

@@ -19,8 +19,8 @@ from recommender.state import (
     WEIGHT,
     Batch,
     Exclusions,
+    best_kept,
     group_positions,
-    order_by_request_and_score,
     pair_key,
     proposal_frame,
 )
@@ -92,10 +92,7 @@ class RepeatSource:
         """``propose`` as arrays: the past items that may be shown, most weight first."""
         per = self._per_pair(batch)
         ok = exclusions.keep(per[REQ], per[ITEM])
-        reqs, items, score = per[REQ][ok], per[ITEM][ok], per["score"][ok]
-        order = order_by_request_and_score(reqs, score)
-        order = order[group_positions(reqs[order])[0] < self.config.candidates]
-        return reqs[order], items[order], score[order]
+        return best_kept(per[REQ], per[ITEM], per["score"], ok, self.config.candidates)
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)

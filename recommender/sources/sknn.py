@@ -26,10 +26,10 @@ from recommender.state import (
     TS,
     Batch,
     Exclusions,
+    best_kept,
     gather,
     group_positions,
     last_of_each,
-    order_by_request_and_score,
     pair_key,
     proposal_frame,
     top_n_rows,
@@ -140,10 +140,7 @@ class SessionKnnSource:
             scores.indptr, scores.indices, scores.data, self.config.candidates * 2
         )
         ok = exclusions.keep(reqs, items) & (score > 0)
-        reqs, items, score = reqs[ok], items[ok], score[ok]
-        order = order_by_request_and_score(reqs, score)
-        order = order[group_positions(reqs[order])[0] < self.config.candidates]
-        return reqs[order], items[order], score[order]
+        return best_kept(reqs, items, score, ok, self.config.candidates)
 
     def features(self, batch: Batch, pairs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(self.feature_columns(batch, pairs), index=pairs.index)
