@@ -685,14 +685,14 @@ def format_report(reports: dict[str, dict[str, Any]]) -> str:
 def _warnings(reports: dict[str, dict[str, Any]]) -> list[str]:
     """Conditions that make the figures misleading, spelled out."""
     notes = []
-    for mode, r in reports.items():
+    for mode, r in reports.items():  # (any mode but cached means every request a new key)
         if r["client"].get("client_limited"):
             notes.append(f"WARNING {mode}: the client fell behind its schedule; {_why_late(r)}")
         if r["unsent"]:
             notes.append(f"WARNING {mode}: {r['unsent']} request(s) not sent by the deadline")
-        if mode == "uncached" and r["cached_share"]:
+        if mode != "cached" and r["cached_share"]:
             notes.append(f"WARNING {mode}: some answers were cached (an earlier run's keys?)")
-        if mode == "uncached" and r["settings"]["bodies_reused"]:
+        if mode != "cached" and r["settings"]["bodies_reused"]:
             notes.append(f"WARNING {mode}: bodies were reused, so requests could hit a cache")
         if mode == "cached" and r.get("prime", {}).get("errors"):
             notes.append(f"WARNING {mode}: priming had errors {r['prime']['errors']}")
