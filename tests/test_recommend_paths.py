@@ -409,7 +409,7 @@ def ref_sknn_scores(src, batch):
         (near["score"].to_numpy(), (near[REQ].to_numpy(), near[ITEM].to_numpy())),
         shape=similar.shape,
     )
-    return (near @ src.sessions).multiply(src.idf[None, :]).tocsr()
+    return (near @ src.voting).tocsr()  # (the sessions' items, times their IDF)
 
 
 def ref_sknn_propose(src, batch, exclusions):

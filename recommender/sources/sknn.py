@@ -55,6 +55,18 @@ def session_numbers(events: pd.DataFrame, user_rows: np.ndarray) -> np.ndarray:
     return np.cumsum(new) - 1
 
 
+def _compact(matrix: csr_matrix, columns: np.ndarray | None = None):
+    """``matrix`` over only ``columns`` (sorted; default: those it uses), renumbered 0..n-1,
+    and those columns."""
+    if columns is None:
+        columns = np.unique(matrix.indices)
+    compact = csr_matrix(
+        (matrix.data, np.searchsorted(columns, matrix.indices), matrix.indptr),
+        shape=(matrix.shape[0], len(columns)),
+    )
+    return compact, columns
+
+
 class SessionKnnSource:
     name = "sknn"
 
@@ -62,6 +74,7 @@ class SessionKnnSource:
         self.config = config
         self.sessions = csr_matrix((0, 0), dtype=np.float32)  # sessions x items, 0/1
         self.by_item = csr_matrix((0, 0), dtype=np.float32)  # items x sessions, weighted
+        self.voting = csr_matrix((0, 0))  # sessions x items, IDF
         self.idf = np.zeros(0)
 
     def fit(self, events: pd.DataFrame, user_rows: np.ndarray, n_items: int) -> None:
@@ -90,6 +103,8 @@ class SessionKnnSource:
         self.sessions = csr_matrix((ones, (s, i)), shape=(n_sessions, n_items))
         weight = (1.0 + cfg.recency_weight * recency) / np.sqrt(np.maximum(length, 1.0))
         self.by_item = (self.sessions.T.tocsr() @ diags(weight.astype(np.float32))).tocsr()
+        # each session's items weighted by their IDF: what a neighbour's vote is worth
+        self.voting = (self.sessions @ diags(self.idf)).tocsr()
         logger.info(
             "session-KNN: %s sessions, %s session-item pairs kept", f"{n_sessions:,}", f"{len(s):,}"
         )
@@ -103,6 +118,8 @@ class SessionKnnSource:
             )
             b = self.by_item.tocoo()
             self.by_item = csr_matrix((b.data, (b.row, b.col)), shape=(n_items, b.shape[1]))
+            v = self.voting.tocoo()
+            self.voting = csr_matrix((v.data, (v.row, v.col)), shape=(v.shape[0], n_items))
             self.idf = np.concatenate([self.idf, np.zeros(extra)])
 
     def _query(self, batch: Batch, n_items: int) -> csr_matrix:
@@ -121,13 +138,29 @@ class SessionKnnSource:
         return batch.remember(self, "scores", lambda: self._vote(batch))
 
     def _vote(self, batch: Batch) -> csr_matrix:
+        """(requests x items) votes. The products run on the few sessions and items the
+        batch touches, numbered compactly: scipy's sparse product costs time in proportion to
+        its columns, and a request alone against half a million sessions spent most of its
+        0.5 ms there (the same sums, in the same order, as over the whole matrices)."""
         n_items = self.sessions.shape[1]
-        similar = (self._query(batch, n_items) @ self.by_item).tocsr()
+        query = self._query(batch, n_items)
+        items = np.unique(query.indices)
+        query, _ = _compact(query, items)
+        rows_of_items, sessions = _compact(self.by_item[items])
+        similar = (query @ rows_of_items).tocsr()
         rows, cols, sims = top_n_rows(
             similar.indptr, similar.indices, similar.data, self.config.neighbours
         )
-        near = csr_matrix((sims, (rows, cols)), shape=similar.shape)
-        return (near @ self.sessions @ diags(self.idf)).tocsr()
+        near_sessions = np.unique(sessions[cols])
+        near = csr_matrix(
+            (sims, (rows, np.searchsorted(near_sessions, sessions[cols]))),
+            shape=(len(batch), len(near_sessions)),
+        )
+        their_items, voted = _compact(self.voting[near_sessions])
+        votes = (near @ their_items).tocsr()
+        return csr_matrix(
+            (votes.data, voted[votes.indices], votes.indptr), shape=(len(batch), n_items)
+        )
 
     def propose(self, batch: Batch, exclusions: Exclusions) -> pd.DataFrame:
         return proposal_frame(*self.proposals(batch, exclusions))
