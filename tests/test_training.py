@@ -46,7 +46,7 @@ model:
   als: {{iterations: 5, factors: 16}}
   ranker: {{n_estimators: 30}}
 """
-MODELS = ("ranker", "random", "popular", "als", "covisit", "content")
+MODELS = ("ranker", "random", "popular", "als", "covisit", "sknn", "content")
 LEAK_USERS = [f"leak-u{i:02d}" for i in range(30)]
 NEW_USER = "someone-brand-new"
 LAST_DAY_BUYER = "bought-on-the-last-day"
