@@ -92,7 +92,8 @@ def _column(values: list) -> np.ndarray:
 
 
 class Recommender:
-    # (a class default: a version pickled before it had its own spaced sessions 1 s apart)
+    # the typical pause between two clicks of a session, which spaces a given session's
+    # clicks (set by ``remember``; the class default serves a version pickled before it)
     click_seconds = 1.0
 
     def __init__(self, config: ModelConfig, catalog: Catalog) -> None:
@@ -111,8 +112,6 @@ class Recommender:
         # than the ranker beyond noise (see training.segment_orders)
         self.segment_orders: dict[str, str] = {}
         self.meta: dict[str, object] = {}
-        # the typical pause between two clicks of a session: a given session's spacing
-        self.click_seconds = 1.0
 
     # ---------------------------------------------------------------- fitting
     @classmethod

@@ -395,7 +395,7 @@ def ref_covisit_features(src, batch, pairs):
 
 
 def ref_sknn_scores(src, batch):
-    n_items = src.sessions.shape[1]
+    n_items = src.voting.shape[1]
     last = batch.history.drop_duplicates([REQ, ITEM], keep="last")
     last = last.groupby(REQ, sort=False).tail(src.config.recent_items)
     size = last.groupby(REQ, sort=False)[ITEM].transform("size").to_numpy()

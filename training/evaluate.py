@@ -13,7 +13,6 @@ from recsys import metrics
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
-BASELINES = ("random", "popular", "als", "covisit", "sknn", "content")
 
 
 def as_lists(model: Recommender, ranked: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:

@@ -38,7 +38,6 @@ from training.requests import window_requests
 from training.segment_orders import segment_orders
 
 logger = logging.getLogger(__name__)
-SOURCE_NAMES = ("als", "covisit", "sknn", "content", "popularity", "repeat")
 # the sources judged alone on test, beside the ranker
 SOURCE_BASELINES = ("als", "covisit", "sknn", "content")
 

@@ -72,10 +72,8 @@ class SessionKnnSource:
 
     def __init__(self, config: SessionKnnConfig) -> None:
         self.config = config
-        self.sessions = csr_matrix((0, 0), dtype=np.float32)  # sessions x items, 0/1
         self.by_item = csr_matrix((0, 0), dtype=np.float32)  # items x sessions, weighted
-        self.voting = csr_matrix((0, 0))  # sessions x items, IDF
-        self.idf = np.zeros(0)
+        self.voting = csr_matrix((0, 0))  # sessions x items, each item's IDF
 
     def fit(self, events: pd.DataFrame, user_rows: np.ndarray, n_items: int) -> None:
         """``events``: an event frame sorted by user and time; ``user_rows``: their users."""
@@ -89,7 +87,7 @@ class SessionKnnSource:
         s, i = pairs >> 32, pairs & np.int64((1 << 32) - 1)
         length = np.bincount(s, minlength=n_sessions).astype(np.float64)
         df = np.bincount(i, minlength=n_items).astype(np.float64)
-        self.idf = np.log(max(n_sessions, 1) / np.maximum(df, 1.0))
+        idf = np.log(max(n_sessions, 1) / np.maximum(df, 1.0))
         end = np.full(n_sessions, -np.inf)
         np.maximum.at(end, session, ts)
         span = end.max() - end.min() if n_sessions else 0.0
@@ -100,27 +98,21 @@ class SessionKnnSource:
         keep = order[group_positions(i[order])[0] < cfg.sessions_per_item]
         s, i = s[keep], i[keep]
         ones = np.ones(len(s), dtype=np.float32)
-        self.sessions = csr_matrix((ones, (s, i)), shape=(n_sessions, n_items))
+        sessions = csr_matrix((ones, (s, i)), shape=(n_sessions, n_items))
         weight = (1.0 + cfg.recency_weight * recency) / np.sqrt(np.maximum(length, 1.0))
-        self.by_item = (self.sessions.T.tocsr() @ diags(weight.astype(np.float32))).tocsr()
+        self.by_item = (sessions.T.tocsr() @ diags(weight.astype(np.float32))).tocsr()
         # each session's items weighted by their IDF: what a neighbour's vote is worth
-        self.voting = (self.sessions @ diags(self.idf)).tocsr()
+        self.voting = (sessions @ diags(idf)).tocsr()
         logger.info(
             "session-KNN: %s sessions, %s session-item pairs kept", f"{n_sessions:,}", f"{len(s):,}"
         )
 
     def grow(self, n_items: int) -> None:
-        extra = n_items - self.sessions.shape[1]
-        if extra > 0:
-            s = self.sessions.tocoo()
-            self.sessions = csr_matrix(
-                (s.data, (s.row, s.col)), shape=(self.sessions.shape[0], n_items)
-            )
+        if n_items > self.voting.shape[1]:
             b = self.by_item.tocoo()
             self.by_item = csr_matrix((b.data, (b.row, b.col)), shape=(n_items, b.shape[1]))
             v = self.voting.tocoo()
             self.voting = csr_matrix((v.data, (v.row, v.col)), shape=(v.shape[0], n_items))
-            self.idf = np.concatenate([self.idf, np.zeros(extra)])
 
     def _query(self, batch: Batch, n_items: int) -> csr_matrix:
         """(requests x items): each request's last ``recent_items`` distinct items, the
@@ -142,7 +134,7 @@ class SessionKnnSource:
         batch touches, numbered compactly: scipy's sparse product costs time in proportion to
         its columns, and a request alone against half a million sessions spent most of its
         0.5 ms there (the same sums, in the same order, as over the whole matrices)."""
-        n_items = self.sessions.shape[1]
+        n_items = self.voting.shape[1]
         query = self._query(batch, n_items)
         items = np.unique(query.indices)
         query, _ = _compact(query, items)
