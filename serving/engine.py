@@ -463,6 +463,8 @@ class Engine:
                 logger.info(
                     "precomputed %d/%d users (%d skipped)", n, len(user_ids), counts["skipped"]
                 )
+        if not self.cache.flush(timeout=60.0):
+            logger.warning("precompute: some lists were still unsent to the cache after 60 s")
         return counts
 
     @staticmethod
@@ -738,3 +740,4 @@ class Engine:
         if self.canary is not None:
             self.canary.stop()
         self.feedback_log.close()
+        self.cache.close()
