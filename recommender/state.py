@@ -509,6 +509,26 @@ def availability(batch: Batch, catalog: Catalog, allow_rebuy: bool) -> "Exclusio
     return Exclusions(batch, catalog, allow_rebuy)
 
 
+def kept_entries(matrix, keep: np.ndarray):
+    """``(matrix @ diags(keep)).tocsr()`` without its zeros, made directly.
+
+    The product cost a request some 0.1 ms of scipy's checks for what is a filter. Its rows
+    come out last entry first (scipy's product lists a row in reverse order of first
+    appearance), and so do these: top lists cut through ties exactly as before."""
+    from scipy.sparse import csr_matrix
+
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    n_rows = matrix.shape[0]
+    rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+    backwards = np.arange(len(indices) - 1, -1, -1)
+    order = backwards[np.argsort(rows[backwards], kind="stable")]
+    order = order[keep[indices[order]] & (data[order] != 0)]
+    counts = np.bincount(rows[order], minlength=n_rows)
+    return csr_matrix(
+        (data[order], indices[order], np.r_[0, np.cumsum(counts)]), shape=matrix.shape
+    )
+
+
 class Exclusions:
     """What a request may not be shown: items not launched yet, and (by policy) rebuys."""
 
@@ -541,11 +561,7 @@ class Exclusions:
         keep[:upto] = self.allowed[:upto]
         if isinstance(scores, np.ndarray):
             return np.where(keep, scores, 0)
-        from scipy.sparse import diags
-
-        out = (scores @ diags(keep.astype(scores.dtype))).tocsr()
-        out.eliminate_zeros()
-        return out
+        return kept_entries(scores.tocsr(), keep)
 
     def mask_dense(self, scores: np.ndarray, offset: int = 0) -> None:
         """Set excluded cells of a (requests x items) score block to -inf, in place."""

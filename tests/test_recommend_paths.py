@@ -1296,6 +1296,35 @@ def test_the_blend_of_covisitation_scores_is_scipys_sum_row_for_row(restricted: 
     np.testing.assert_array_equal(scores, want.data)
 
 
+def test_kept_entries_are_scipys_product_with_the_rules_diagonal() -> None:
+    # given a sparse score block with unsorted rows, empty rows, explicit zeros, and rules
+    # that forbid some items
+    from scipy.sparse import diags
+
+    from recommender.state import kept_entries
+
+    rng = np.random.default_rng(5)
+    n_rows, n_items = 9, 60
+    dense = np.where(rng.random((n_rows, n_items)) < 0.25, rng.random((n_rows, n_items)), 0)
+    dense[3] = 0  # an empty row
+    m = csr_matrix(dense)
+    m.data[::7] = 0.0  # explicit zeros
+    for row in range(n_rows):
+        lo, hi = m.indptr[row], m.indptr[row + 1]
+        order = lo + rng.permutation(hi - lo)
+        m.indices[lo:hi], m.data[lo:hi] = m.indices[order], m.data[order]
+    m.has_sorted_indices = False
+    keep = rng.random(n_items) < 0.6
+    # when the forbidden and zero cells are dropped
+    got = kept_entries(m, keep)
+    # then exactly what the product with the rules' diagonal gives, cell order included
+    want = (m @ diags(keep.astype(m.dtype))).tocsr()
+    want.eliminate_zeros()
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+
+
 def ref_age_band(age: pd.Series) -> pd.Series:
     bands = pd.cut(
         pd.to_numeric(age, errors="coerce"),

@@ -58,13 +58,28 @@ def session_numbers(events: pd.DataFrame, user_rows: np.ndarray) -> np.ndarray:
 def _compact(matrix: csr_matrix, columns: np.ndarray | None = None):
     """``matrix`` over only ``columns`` (sorted; default: those it uses), renumbered 0..n-1,
     and those columns."""
+    return _compact_arrays(matrix.indptr, matrix.indices, matrix.data, columns)
+
+
+def _compact_arrays(indptr, indices, data, columns: np.ndarray | None = None):
     if columns is None:
-        columns = np.unique(matrix.indices)
+        columns = np.unique(indices)
     compact = csr_matrix(
-        (matrix.data, np.searchsorted(columns, matrix.indices), matrix.indptr),
-        shape=(matrix.shape[0], len(columns)),
+        (data, np.searchsorted(columns, indices), indptr),
+        shape=(len(indptr) - 1, len(columns)),
     )
     return compact, columns
+
+
+def _compact_rows(matrix: csr_matrix, rows: np.ndarray):
+    """``_compact(matrix[rows])``, the rows gathered directly (scipy's row indexing and a
+    second matrix cost a request more than the gathering)."""
+    starts = matrix.indptr[rows]
+    sizes = matrix.indptr[rows + 1] - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=indptr[1:])
+    at = np.repeat(starts - indptr[:-1], sizes) + np.arange(indptr[-1])
+    return _compact_arrays(indptr, matrix.indices[at], matrix.data[at])
 
 
 class SessionKnnSource:
@@ -138,7 +153,7 @@ class SessionKnnSource:
         query = self._query(batch, n_items)
         items = np.unique(query.indices)
         query, _ = _compact(query, items)
-        rows_of_items, sessions = _compact(self.by_item[items])
+        rows_of_items, sessions = _compact_rows(self.by_item, items)
         similar = (query @ rows_of_items).tocsr()
         rows, cols, sims = top_n_rows(
             similar.indptr, similar.indices, similar.data, self.config.neighbours
@@ -148,7 +163,7 @@ class SessionKnnSource:
             (sims, (rows, np.searchsorted(near_sessions, sessions[cols]))),
             shape=(len(batch), len(near_sessions)),
         )
-        their_items, voted = _compact(self.voting[near_sessions])
+        their_items, voted = _compact_rows(self.voting, near_sessions)
         votes = (near @ their_items).tocsr()
         return csr_matrix(
             (votes.data, voted[votes.indices], votes.indptr), shape=(len(batch), n_items)
