@@ -42,6 +42,8 @@ from serving.cache import (
 from serving.loader import ModelFollower
 from serving.rules import Rules, split_attributes
 from serving.schemas import (
+    CLOCK_SKEW,
+    EARLIEST,
     FeedbackEvent,
     Filters,
     Item,
@@ -67,6 +69,27 @@ RECENT_ANSWERS = 100_000
 
 class InjectedFault(RuntimeError):
     """The error a canary version's fault tags asked for (serving.split.fault_of)."""
+
+
+def _session_event(row: dict):
+    """A logged feedback row as the session push takes it, or None when its instant is one
+    no session can hold (rows stored before the HTTP boundary checked the window)."""
+    from features.push import SessionEvent
+
+    try:
+        stamp = pd.Timestamp(row["event_ts"])
+    except (ValueError, OverflowError, TypeError):
+        return None
+    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp
+    if not EARLIEST <= stamp <= datetime.now(UTC) + CLOCK_SKEW:
+        return None
+    return SessionEvent(
+        user_id=row["user_id"],
+        item_id=row["item_id"],
+        event_type=SESSION_KIND[row["event_type"]],
+        epoch=int(stamp.timestamp()),
+        session_id=row.get("session_id"),
+    )
 
 
 def _inject(fault: tuple[float, float]) -> None:
@@ -592,11 +615,13 @@ class Engine:
         return {"accepted": accepted, "sessions_updated": pushed}
 
     def push_pending(self) -> int:
-        """Fold logged events not yet in the online session into it; returns users updated."""
+        """Fold logged events not yet in the online session into it; returns users updated.
+
+        A row the store cannot take (a timestamp out of range, a value it refuses) is
+        quarantined with its reason and skipped: one bad row never blocks the others, and
+        it is not taken for an online-store outage."""
         if self.updater is None or not self.store_breaker.closed:
             return 0
-        from features.push import SessionEvent
-
         try:
             pending = self.feedback_log.pending_sessions()
         except Exception as exc:
@@ -604,25 +629,46 @@ class Engine:
             return 0
         if not pending:
             return 0
-        events = [
-            SessionEvent(
-                user_id=p["user_id"],
-                item_id=p["item_id"],
-                event_type=SESSION_KIND[p["event_type"]],
-                epoch=int(pd.Timestamp(p["event_ts"]).timestamp()),
-                session_id=p.get("session_id"),
-            )
-            for p in pending
-        ]
+        events, rows = [], []
+        for row in pending:
+            event = _session_event(row)
+            if event is None:
+                self.feedback_log.quarantine_pushes([row], "event_ts outside the accepted window")
+            else:
+                events.append(event)
+                rows.append(row)
         try:
-            updated = self.updater.push(events)
-        except Exception as exc:
+            updated = self.updater.push(events) if events else 0
+            pushed = rows
+        except STORE_ERRORS as exc:
             self._store_failed(exc)
             return 0
-        self.feedback_log.mark_pushed([p["id"] for p in pending])
-        for user in {p["user_id"] for p in pending}:
+        except Exception as exc:  # a value the store refuses: find whose, push the others
+            logger.warning("session push refused (%s): pushing user by user", exc)
+            updated, pushed = self._push_each_user(events, rows)
+        self.feedback_log.mark_pushed([row["id"] for row in pushed])
+        for user in {row["user_id"] for row in pending}:
             self.cache.invalidate(user)
         return updated
+
+    def _push_each_user(self, events: list, rows: list[dict]) -> tuple[int, list[dict]]:
+        """Push each user's events alone; a user's refused events are quarantined. Returns
+        the users updated and the rows pushed (a store outage stops at the rows so far)."""
+        users: dict[str, list[int]] = {}
+        for at, row in enumerate(rows):
+            users.setdefault(row["user_id"], []).append(at)
+        updated, pushed = 0, []
+        for positions in users.values():
+            mine = [rows[at] for at in positions]
+            try:
+                updated += self.updater.push([events[at] for at in positions])
+                pushed += mine
+            except STORE_ERRORS as exc:
+                self._store_failed(exc)
+                break
+            except Exception as exc:
+                self.feedback_log.quarantine_pushes(mine, f"the online store refused it: {exc}")
+        return updated, pushed
 
     def _read_products(self, read: Callable[[], int]) -> None:
         """Run a read of product rows (``read`` returns how many); skipped while the store

@@ -59,7 +59,17 @@ EVENT_REQUIRED = ("user_id", "item_id", "event_type", "event_ts")
 EVENT_OPTIONAL = ("request_id", "session_id", "price", "model_version", "variant", "event_uid")
 EVENT_TEXT = ("request_id", "session_id", "model_version", "variant")
 SERVED_TEXT = ("endpoint", "user_id", "model_version", "variant", "fallback")
-SESSION_COLUMNS = ("id", "user_id", "item_id", "event_type", "event_ts", "session_id")
+# (event_uid and request_id: what names a row that is quarantined instead of pushed)
+SESSION_COLUMNS = (
+    "id",
+    "event_uid",
+    "request_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "event_ts",
+    "session_id",
+)
 
 
 def database_url(workspace: Workspace) -> str:
@@ -276,6 +286,26 @@ class FeedbackLog:
                 connection.execute(
                     sa.update(table).where(table.c.id.in_(chunk)).values(session_pushed=True)
                 )
+
+    def quarantine_pushes(self, rows: list[dict], reason: str) -> None:
+        """Keep ``rows`` out of the online session for good: written with ``reason`` to
+        ``unpushable-<pid>.jsonl`` in the spool folder and marked pushed (they stay in the
+        log, for monitoring and for whoever mends them)."""
+        if not rows:
+            return
+        path = self.spool_dir / f"unpushable-{os.getpid()}.jsonl"
+        with path.open("a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(
+                    json.dumps(_spool_record(row) | {"reason": reason}, default=str) + "\n"
+                )
+        logger.error(
+            "%d feedback event(s) cannot update a session (%s): kept in %s",
+            len(rows),
+            reason,
+            path,
+        )
+        self.mark_pushed([row["id"] for row in rows])
 
     def events(self, since: datetime | None = None) -> pd.DataFrame:
         """The feedback events (event_ts at or after ``since``), by id, for monitoring."""

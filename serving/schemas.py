@@ -5,7 +5,7 @@ silently ignored filter; BentoML turns a validation error into a 400 whose ``det
 each offending field's location and what was wrong.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
@@ -14,6 +14,11 @@ MAX_K = 200
 MAX_LIST = 500
 MAX_EVENTS = 1_000
 FEEDBACK_TYPES = ("impression", "click", "cart", "purchase")
+# The instants a request may carry: from the lake's default earliest timestamp to a clock a
+# day fast. Beyond them a value is a client's mistake, and a stored one broke every later
+# session push (pandas ends in 2262): refused here with a 400 naming the field.
+EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=1)
 
 
 class RequestError(ValueError):
@@ -39,22 +44,38 @@ class Strict(BaseModel):
 
 
 def _instant(value: object) -> datetime:
-    """ISO-8601 text or epoch seconds, always with a time zone (UTC when none is given)."""
+    """ISO-8601 text or epoch seconds, always with a time zone (UTC when none is given),
+    within ``[EARLIEST, now + CLOCK_SKEW]``."""
+    return _in_window(_parsed(value))
+
+
+def _parsed(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError("expected an ISO-8601 time or epoch seconds, not a boolean")
     if isinstance(value, int | float):
-        if not 0 <= value < 32_503_680_000:
-            raise ValueError("epoch seconds out of range")
-        return datetime.fromtimestamp(value, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch seconds {value!r} out of range") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{value!r} is not an ISO-8601 time") from None
+            raise ValueError(f"{value[:64]!r} is not an ISO-8601 time") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     raise ValueError("expected an ISO-8601 time or epoch seconds")
+
+
+def _in_window(instant: datetime) -> datetime:
+    latest = datetime.now(UTC) + CLOCK_SKEW
+    if not EARLIEST <= instant <= latest:
+        raise ValueError(
+            f"{instant.isoformat()} is outside the accepted window: from "
+            f"{EARLIEST:%Y-%m-%d} to one day after the service's clock"
+        )
+    return instant
 
 
 class Context(Strict):

@@ -289,3 +289,80 @@ def test_the_online_session_holds_the_items_fed_back_during_the_outage(outage: O
     fed = {event["item_id"] for call in outage.feedback for event in call.body["events"]}
     assert fed <= set(session.items), (sorted(fed), session.items)
     assert session.session_events >= OUTAGE_FEEDBACK
+
+
+def test_a_poison_timestamp_is_refused_and_one_already_logged_is_quarantined(
+    stack: ServingStack, outage: Outage
+) -> None:
+    # given a click from the year 3000 already in the feedback log, not yet in any session
+    # (stored before the service checked the window: it broke every later session push)
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    from serving.feedback import feedback_tables
+
+    _, events, _ = feedback_tables(FEEDBACK_PREFIX)
+    poison = f"poison-{uuid.uuid4().hex[:8]}"
+    stack.request_ids.add(poison)
+    item = str(stack.lake.products[c.ITEM_ID].iloc[0])
+    database = sa.create_engine(FEEDBACK_URL)
+    try:
+        with database.begin() as connection:
+            connection.execute(
+                events.insert(),
+                {
+                    "event_uid": uuid.uuid4().hex,
+                    "received_at": datetime.now(UTC),
+                    "request_id": poison,
+                    "user_id": "poisoned-user",
+                    "item_id": item,
+                    "event_type": "click",
+                    "event_ts": datetime(3000, 1, 1, tzinfo=UTC),
+                },
+            )
+    finally:
+        database.dispose()
+    # when the same instant comes to /feedback, then it is a 400 naming the field
+    refused = stack.post(
+        "/feedback",
+        {
+            "events": [
+                {
+                    "user_id": outage.user,
+                    "item_id": item,
+                    "event_type": "click",
+                    "timestamp": "3000-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+    assert refused.status_code == 400, refused.text
+    assert "timestamp" in refused.text and "accepted window" in refused.text
+    # and a normal click still updates its user's session
+    clicked = stack.post(
+        "/feedback",
+        {
+            "events": [
+                {
+                    "user_id": outage.user,
+                    "item_id": item,
+                    "event_type": "click",
+                    "request_id": f"{poison}-next",
+                }
+            ]
+        },
+    )
+    assert clicked.status_code == 200, clicked.text
+    assert clicked.json()["sessions_updated"] >= 1
+    # then the logged poison is kept aside with its reason, and answers are normal
+    spool = stack.workspace.home / "serving" / "spool"
+    kept = [
+        json.loads(line)
+        for path in spool.glob("unpushable-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [row["reason"] for row in kept if row["request_id"] == poison] == [
+        "event_ts outside the accepted window"
+    ]
+    assert stack.recommend(user_id=outage.user, k=K)["fallback"] is None

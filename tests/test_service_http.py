@@ -340,6 +340,24 @@ BAD_REQUESTS = [
     ),
     pytest.param(
         "/recommend",
+        {"user_id": "u1", "context": {"timestamp": "3000-01-01T00:00:00Z"}},
+        ["context", "timestamp"],
+        id="timestamp-year-3000",
+    ),
+    pytest.param(
+        "/recommend",
+        {"user_id": "u1", "context": {"timestamp": "1000-01-01"}},
+        ["context", "timestamp"],
+        id="timestamp-year-1000",
+    ),
+    pytest.param(
+        "/recommend",
+        {"user_id": "u1", "context": {"timestamp": 1e300}},
+        ["context", "timestamp"],
+        id="timestamp-epoch-huge",
+    ),
+    pytest.param(
+        "/recommend",
         {"user_id": "u1", "session_item_ids": "p001"},
         ["session_item_ids"],
         id="session-not-a-list",
@@ -355,6 +373,16 @@ BAD_REQUESTS = [
         {"events": [{"user_id": "u1", "event_type": "click"}]},
         ["events", 0, "item_id"],
         id="feedback-no-item_id",
+    ),
+    pytest.param(
+        "/feedback",
+        {
+            "events": [
+                {"user_id": "u1", "item_id": "p001", "event_type": "click", "timestamp": 1.7e12}
+            ]
+        },
+        ["events", 0, "timestamp"],
+        id="feedback-epoch-milliseconds",
     ),
     pytest.param("/feedback", {"events": []}, ["events"], id="feedback-no-events"),
 ]
