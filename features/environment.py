@@ -75,15 +75,18 @@ def feast_environment(workspace: Workspace) -> AbstractContextManager[None]:
 
 
 def pg_dsn() -> str:
-    """libpq connection string of the production profile's PostgreSQL."""
-    password = setting("RECSYS_PG_PASSWORD")
-    return " ".join(
-        [
-            f"host={setting('RECSYS_PG_HOST')}",
-            f"port={setting('RECSYS_PG_PORT')}",
-            f"dbname={setting('RECSYS_PG_DATABASE')}",
-            f"user={setting('RECSYS_PG_USER')}",
-            f"sslmode={setting('RECSYS_PG_SSLMODE')}",
-        ]
-        + ([f"password={password}"] if password else [])
-    )
+    """libpq connection string of the production profile's PostgreSQL (each value quoted:
+    a password may hold spaces, quotes or backslashes)."""
+    values = {
+        "host": setting("RECSYS_PG_HOST"),
+        "port": setting("RECSYS_PG_PORT"),
+        "dbname": setting("RECSYS_PG_DATABASE"),
+        "user": setting("RECSYS_PG_USER"),
+        "sslmode": setting("RECSYS_PG_SSLMODE"),
+        "password": setting("RECSYS_PG_PASSWORD"),
+    }
+    return " ".join(f"{key}={_libpq_quoted(value)}" for key, value in values.items() if value)
+
+
+def _libpq_quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -7,6 +7,7 @@ files inside the workspace; production uses PostgreSQL (``RECSYS_MLFLOW_URI``, o
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from recsys.workspace import Workspace
 
@@ -19,11 +20,15 @@ def tracking_uri(workspace: Workspace) -> str:
             return os.environ["RECSYS_MLFLOW_URI"]
         from features.environment import setting
 
+        # user and password percent-encoded (a password may hold "@", "/", "%", spaces);
+        # sslmode as the other connections take it
         password = setting("RECSYS_PG_PASSWORD")
-        auth = setting("RECSYS_PG_USER") + (f":{password}" if password else "")
+        auth = quote(setting("RECSYS_PG_USER"), safe="")
+        auth += f":{quote(password, safe='')}" if password else ""
         return (
             f"postgresql://{auth}@{setting('RECSYS_PG_HOST')}:{setting('RECSYS_PG_PORT')}"
-            f"/{setting('RECSYS_PG_DATABASE')}"
+            f"/{quote(setting('RECSYS_PG_DATABASE'), safe='')}"
+            f"?sslmode={quote(setting('RECSYS_PG_SSLMODE'), safe='')}"
         )
     folder = workspace.home / "mlflow"
     folder.mkdir(parents=True, exist_ok=True)
