@@ -5,6 +5,7 @@ silently ignored filter; BentoML turns a validation error into a 400 whose ``det
 each offending field's location and what was wrong.
 """
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -19,6 +20,9 @@ FEEDBACK_TYPES = ("impression", "click", "cart", "purchase")
 # session push (pandas ends in 2262): refused here with a 400 naming the field.
 EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)
 CLOCK_SKEW = timedelta(days=1)
+# C0 control characters and DEL: no id, category or attribute holds one, and a NUL in a
+# feedback field made the database refuse the insert (a 500)
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class RequestError(ValueError):
@@ -41,6 +45,14 @@ class RequestError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: object) -> object:
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str) and CONTROL.search(text):
+                raise ValueError("control characters (NUL, line breaks, tabs) are not allowed")
+        return value
 
 
 def _instant(value: object) -> datetime:

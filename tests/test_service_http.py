@@ -384,6 +384,28 @@ BAD_REQUESTS = [
         ["events", 0, "timestamp"],
         id="feedback-epoch-milliseconds",
     ),
+    pytest.param(
+        "/feedback",
+        {"events": [{"user_id": "u\u0000", "item_id": "p001", "event_type": "click"}]},
+        ["events", 0, "user_id"],
+        id="feedback-nul-in-user_id",
+    ),
+    pytest.param(
+        "/feedback",
+        {
+            "events": [
+                {"user_id": "u1", "item_id": "p001", "event_type": "click", "session_id": "s\n1"}
+            ]
+        },
+        ["events", 0, "session_id"],
+        id="feedback-line-break-in-session_id",
+    ),
+    pytest.param(
+        "/recommend",
+        {"user_id": "u1", "session_item_ids": ["p001", "p\u00002"]},
+        ["session_item_ids"],
+        id="nul-in-session-item",
+    ),
     pytest.param("/feedback", {"events": []}, ["events"], id="feedback-no-events"),
 ]
 
