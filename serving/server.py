@@ -41,7 +41,7 @@ QUIET = {
 }
 
 
-def environment(workspace: Workspace, workers: int, alias: str | None) -> dict[str, str]:
+def environment(workspace: Workspace, workers: int, alias: str | None, port: int) -> dict[str, str]:
     env = {
         **SINGLE_THREADED,
         **QUIET,
@@ -51,16 +51,27 @@ def environment(workspace: Workspace, workers: int, alias: str | None) -> dict[s
         "RECSYS_SERVE_WORKERS": str(workers),
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    env["BENTOML_HOME"] = str(instance_home(env.get("BENTOML_HOME"), workspace, port))
     if alias:
         env["RECSYS_SERVE_ALIAS"] = alias
     return env
+
+
+def instance_home(given: str | None, workspace: Workspace, port: int) -> Path:
+    """BentoML's home for the service on ``port``: BentoML keeps its Prometheus files there
+    and empties them when a service starts, so a second service on the host sharing the
+    home would blind the first one's /metrics (and the alerts on them). Below the home the
+    caller gives, else below the workspace; a service runs from source, not from the store
+    a home holds."""
+    base = Path(given) if given else workspace.home / "serving" / "bentoml"
+    return base / f"port-{port}"
 
 
 def serve(workspace: Workspace, port: int, host: str, workers: int, alias: str | None) -> int:
     """Run the service in the foreground until interrupted; returns its exit code."""
     argv = command(port, host)
     logger.info("starting %s on http://%s:%d (%d workers)", SERVICE, host, port, workers)
-    return subprocess.call(argv, env=environment(workspace, workers, alias), cwd=REPO_ROOT)
+    return subprocess.call(argv, env=environment(workspace, workers, alias, port), cwd=REPO_ROOT)
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:
@@ -82,7 +93,7 @@ def start_background(
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command(port, "127.0.0.1"),
-            env=environment(workspace, workers, None),
+            env=environment(workspace, workers, None, port),
             cwd=REPO_ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
