@@ -79,13 +79,35 @@ def _check(
     return check_users(raw, rules)
 
 
+def _refuse_shrinking(folder: Path, workspace: Workspace, kept: int, limit: float) -> None:
+    """Stop before anything is written when the export would shrink the lake below
+    ``limit`` of its events: the current lake stays as it is."""
+    manifest = workspace.lake / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        current = int(json.loads(manifest.read_text())["tables"][c.EVENTS]["rows"])
+    except (ValueError, KeyError, TypeError):
+        return
+    if current and kept < limit * current:
+        raise RecsysError(
+            f"{folder}: {kept:,} events kept against {current:,} in the current lake, under "
+            f"the rules' shrink_limit ({limit:.0%}); a truncated or header-only export looks "
+            "like this. The current lake is left as it is; pass --replace to replace it anyway"
+        )
+
+
 def ingest(
     source: str | Path,
     workspace: Workspace,
     mapping_path: str | Path | None = None,
     rules_path: str | Path | None = None,
+    replace: bool = False,
 ) -> IngestResult:
-    """Validate and curate ``source`` into ``workspace``'s lake; see the module docstring."""
+    """Validate and curate ``source`` into ``workspace``'s lake; see the module docstring.
+
+    ``replace``: swap the lake in even when it keeps far fewer events than the current one
+    (``rules.shrink_limit``)."""
     started = time.perf_counter()
     folder = Path(source).resolve()
     mapping = load_mapping(mapping_path)
@@ -99,6 +121,8 @@ def ingest(
     checked = {name: _check(name, folder, paths, mapping, rules) for name, paths in found.items()}
     events, derived = derive_sessions(checked[c.EVENTS].kept, rules.session_gap_minutes)
     checked[c.EVENTS].kept = events
+    if not replace:
+        _refuse_shrinking(folder, workspace, len(events), rules.shrink_limit)
 
     workspace.home.mkdir(parents=True, exist_ok=True)
     staging = Path(str(workspace.lake) + ".new")

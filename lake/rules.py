@@ -32,6 +32,9 @@ class IngestRules(FrozenModel):
     earliest_timestamp: str = "1995-01-01"
     latest_timestamp: str = "2100-01-01"
     deduplicate: bool = True
+    # an export whose kept events fall below this share of the current lake's is refused
+    # (unless `recsys ingest --replace`): a truncated or header-only export is a broken one
+    shrink_limit: float = Field(0.5, ge=0, le=1)
 
 
 def load_rules(path: str | Path | None) -> IngestRules:

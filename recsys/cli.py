@@ -54,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from lake.ingest import ingest
 
-    result = ingest(args.source, _workspace(args), args.mapping, args.rules)
+    result = ingest(args.source, _workspace(args), args.mapping, args.rules, args.replace)
     print(result.markdown)
     print(
         f"lake: {result.lake}\nquarantine: {result.quarantine}\n"
@@ -446,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mapping", metavar="FILE", help="YAML renaming source columns / event types (see README)"
     )
     p.add_argument("--rules", metavar="FILE", help="YAML overriding the cleaning rules")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the lake even when the export keeps fewer events than the rules' "
+        "shrink_limit share (50%%) of the current lake's (refused otherwise)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the quality report to FILE")
 
     p = command(

@@ -277,3 +277,49 @@ def test_times_finer_than_a_microsecond_are_cut_and_counted(tmp_path, workspace)
     assert tables[c.EVENTS]["cut_to_microsecond"] == {c.TIMESTAMP: 1}
     assert tables[c.PRODUCTS]["cut_to_microsecond"] == {c.CREATED_AT: 1}
     assert "Time cut to the microsecond" in result.markdown
+
+
+def test_an_export_that_would_empty_the_lake_is_refused_and_the_lake_stays(
+    tmp_path, workspace
+) -> None:
+    # given a lake of four events
+    write(
+        tmp_path / "good",
+        "events.csv",
+        HEADER + "".join(f"u{i},i{i},view,2025-03-01T10:0{i}:00Z,10.0,1\n" for i in range(4)),
+    )
+    before = run(tmp_path / "good", workspace).report["lake_version"]
+    # when a header-only export, then one keeping one event in four, is ingested
+    write(tmp_path / "empty", "events.csv", HEADER)
+    write(tmp_path / "short", "events.csv", HEADER + GOOD)
+    for folder in ("empty", "short"):
+        with pytest.raises(RecsysError, match=r"events kept against 4 in the current lake"):
+            ingest(tmp_path / folder, workspace)
+        # then the lake is the one before, untouched
+        assert len(lake(workspace)) == 4
+    manifest = (workspace.lake / "manifest.json").read_text()
+    assert before in manifest
+    # and with replace, the export is taken as it is
+    assert (
+        run(tmp_path / "empty", workspace, replace=True).report["tables"]["events"]["rows_kept"]
+        == 0
+    )
+    assert len(lake(workspace)) == 0
+
+
+def test_a_smaller_export_within_the_limit_replaces_the_lake(tmp_path, workspace) -> None:
+    # given a lake of four events, and rules that accept half
+    write(
+        tmp_path / "good",
+        "events.csv",
+        HEADER + "".join(f"u{i},i{i},view,2025-03-01T10:0{i}:00Z,10.0,1\n" for i in range(4)),
+    )
+    run(tmp_path / "good", workspace)
+    write(
+        tmp_path / "half",
+        "events.csv",
+        HEADER + "".join(f"u{i},i{i},view,2025-03-01T10:0{i}:00Z,10.0,1\n" for i in range(2)),
+    )
+    # when an export of two is ingested, then it replaces the lake
+    run(tmp_path / "half", workspace)
+    assert len(lake(workspace)) == 2
