@@ -13,6 +13,7 @@ import time
 import bentoml
 from pydantic import Field
 
+from serving.content_type import JsonBodiesOnly
 from serving.schemas import (
     MAX_EVENTS,
     FeedbackEvent,
@@ -188,3 +189,7 @@ class RecsysService:
     @bentoml.on_shutdown
     def close(self) -> None:
         self.engine.close()
+
+
+# (a declared Content-Type other than JSON is a 415 before BentoML reads the body)
+RecsysService.add_asgi_middleware(JsonBodiesOnly)

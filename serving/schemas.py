@@ -7,9 +7,17 @@ each offending field's location and what was wrong.
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+)
 
 MAX_K = 200
 MAX_LIST = 500
@@ -100,12 +108,22 @@ class Context(Strict):
     )
 
 
+# above zero; described as OpenAPI 3.0 says it (pydantic writes JSON Schema's numeric
+# exclusiveMinimum, which a 3.0 document may not hold: generated clients and tests of the
+# service's own /docs.json could not build a /recommend request)
+PositivePrice = Annotated[
+    StrictFloat,
+    Field(gt=0),
+    WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMinimum": True}),
+]
+
+
 class Filters(Strict):
     exclude_item_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     category: str | None = Field(
         None, min_length=1, max_length=512, description="a category or a prefix of its path"
     )
-    max_price: StrictFloat | None = Field(None, gt=0)
+    max_price: PositivePrice | None = None
     avoid_attributes: list[str] = Field(default_factory=list, max_length=100)
 
 

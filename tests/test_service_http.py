@@ -424,6 +424,26 @@ def test_a_malformed_request_is_a_400_naming_the_field(
     assert detail[0]["msg"]
 
 
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"]
+)
+def test_a_body_declared_as_not_json_is_a_415_naming_the_header(
+    stack: ServingStack, content_type: str
+) -> None:
+    # given a body declared as something other than JSON (multipart without a boundary was
+    # a 500 from the framework's reader)
+    for path in ("/recommend", "/similar_items", "/feedback", "/status"):
+        # when it is posted
+        response = stack.client.post(
+            path, content=b'{"user_id": "u1"}', headers={"content-type": content_type}
+        )
+        # then it is refused as an unsupported media type, naming the header
+        assert response.status_code == 415, (path, response.text)
+        assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
+    # and the service still answers JSON
+    assert stack.post("/status", {}).status_code == 200
+
+
 def test_a_body_that_is_not_json_is_a_400_saying_so(stack: ServingStack) -> None:
     # given a body that is not JSON
     # when it is posted to /recommend
