@@ -603,3 +603,36 @@ def test_similar_items_of_a_product_newer_than_the_model(stack: ServingStack) ->
     assert template[c.ITEM_ID] in ids(answer)  # the same attributes: the closest there is
     for item in answer["items"]:
         assert item["reason"] == f"similar to {new_id}", item
+
+
+# ------------------------------------------------------------------------------ generated requests
+FUZZ_EXAMPLES = 1_000  # generated requests per route and phase (schemathesis --max-examples)
+
+
+def test_generated_requests_never_get_a_5xx_and_the_service_lives_on(
+    stack: ServingStack, tmp_path
+) -> None:
+    # given the service's own OpenAPI description
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    # when schemathesis sends requests generated from it to every route (valid and not:
+    # wrong types, huge numbers, odd characters, missing and extra fields, other media types)
+    done = subprocess.run(
+        [
+            str(schemathesis), "run", f"{stack.url}/docs.json",
+            "--checks", "not_a_server_error",
+            "--max-examples", str(FUZZ_EXAMPLES),
+            "--seed", "18",
+            "--request-timeout", "30",
+            "--report", "junit", "--report-dir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=1_200,
+    )  # fmt: skip
+    # then no answer was a 5xx, no route failed to generate, and the service still answers
+    assert done.returncode == 0, done.stdout[-6_000:]
+    assert "No issues found" in done.stdout, done.stdout[-6_000:]
+    assert stack.get("/readyz").status_code == 200
+    assert_answer(stack, stack.recommend(user_id=stack.lake.active_users()[0], k=K), K)
