@@ -13,7 +13,7 @@ import time
 import bentoml
 from pydantic import Field
 
-from serving.content_type import JsonBodiesOnly
+from serving.request_guard import RequestGuard
 from serving.schemas import (
     MAX_EVENTS,
     FeedbackEvent,
@@ -191,5 +191,6 @@ class RecsysService:
         self.engine.close()
 
 
-# (a declared Content-Type other than JSON is a 415 before BentoML reads the body)
-RecsysService.add_asgi_middleware(JsonBodiesOnly)
+# (a declared Content-Type other than JSON is a 415, a body over max_body_bytes a 413, both
+# before BentoML reads the body)
+RecsysService.add_asgi_middleware(RequestGuard)

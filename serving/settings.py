@@ -28,6 +28,11 @@ class ServeConfig(FrozenModel):
         "demonstrating and testing the canary's guardrails, never in production",
     )
     candidates: int = Field(300, ge=10, le=5_000, description="candidates ranked per request")
+    max_body_bytes: int = Field(
+        2_000_000,
+        ge=10_000,
+        description="largest request body read (a 413 beyond): 1,000 feedback events fit",
+    )
     cache_ttl: float = Field(300.0, ge=0, description="seconds a cached list may be served")
     item_ttl: float = Field(
         300.0,

@@ -5,6 +5,7 @@ One ``bentoml serve`` process for the module, on the tiny shop's trained model p
 own tables (products.parquet, users.parquet, events.parquet).
 """
 
+import json
 import time
 import uuid
 
@@ -442,6 +443,34 @@ def test_a_body_declared_as_not_json_is_a_415_naming_the_header(
         assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
     # and the service still answers JSON
     assert stack.post("/status", {}).status_code == 200
+
+
+def test_a_body_over_the_limit_is_a_413_and_a_chunked_one_within_it_is_answered(
+    stack: ServingStack,
+) -> None:
+    # given a /feedback body of 3 MB, over the 2 MB default (max_body_bytes)
+    event = {"user_id": "u1", "item_id": "p001", "event_type": "click"}
+    big = ('{"events": [' + ",".join([json.dumps(event)] * 60_000) + "]}").encode()
+    assert len(big) > 3_000_000
+    headers = {"content-type": "application/json"}
+    # when it is sent with its length, or in chunks without one
+    sized = stack.client.post("/feedback", content=big, headers=headers)
+    chunked = stack.client.post(
+        "/feedback",
+        content=(big[i : i + 65_536] for i in range(0, len(big), 65_536)),
+        headers=headers,
+    )
+    # then both are refused as too large, naming what gave it away
+    assert (sized.status_code, chunked.status_code) == (413, 413), (sized.text, chunked.text)
+    assert sized.json()["detail"][0]["loc"] == ["header", "content-length"]
+    assert chunked.json()["detail"][0]["loc"] == ["body"]
+    # and a chunked request within the limit is read whole and answered
+    body = json.dumps({"user_id": stack.lake.active_users()[0], "k": K}).encode()
+    small = stack.client.post(
+        "/recommend", content=(body[i : i + 7] for i in range(0, len(body), 7)), headers=headers
+    )
+    assert small.status_code == 200, small.text
+    assert_answer(stack, small.json(), K)
 
 
 def test_a_body_that_is_not_json_is_a_400_saying_so(stack: ServingStack) -> None:
