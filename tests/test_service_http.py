@@ -659,6 +659,7 @@ def test_generated_requests_never_get_a_5xx_and_the_service_lives_on(
             "--report", "junit", "--report-dir", str(tmp_path),
         ],
         capture_output=True, text=True, timeout=1_200,
+        cwd=tmp_path,  # (its example database goes there, not into the repository)
     )  # fmt: skip
     # then no answer was a 5xx, no route failed to generate, and the service still answers
     assert done.returncode == 0, done.stdout[-6_000:]
