@@ -107,9 +107,11 @@ class RecsysService:
         import sys
 
         from recsys.workspace import Workspace
+        from serving import client_errors
         from serving.engine import Engine
         from serving.settings import load_settings
 
+        client_errors.install()
         settings = load_settings()
         # a request waits for Python's lock at each network call; while a new model version
         # loads in the background, the default 5 ms hand-over makes every wait that long

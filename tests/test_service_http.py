@@ -473,6 +473,28 @@ def test_a_body_over_the_limit_is_a_413_and_a_chunked_one_within_it_is_answered(
     assert_answer(stack, small.json(), K)
 
 
+def test_a_bad_request_is_one_short_log_line_not_a_traceback(stack: ServingStack) -> None:
+    # given the service's log so far
+    start = stack.log.stat().st_size
+    # when a request with two wrong fields is posted
+    response = stack.post("/recommend", {"user_id": "", "k": 0})
+    assert response.status_code == 400
+    # then the log says so in one line naming both fields, with no traceback
+    deadline = time.monotonic() + 5
+    while "client error on /recommend" not in (added := _log_since(stack, start)):
+        assert time.monotonic() < deadline, added[-2_000:]
+        time.sleep(0.1)
+    assert "Traceback" not in added, added[-2_000:]
+    line = next(x for x in added.splitlines() if "client error on /recommend" in x)
+    assert "user_id" in line and "k:" in line and "WARNING" in line, line
+
+
+def _log_since(stack: ServingStack, start: int) -> str:
+    with open(stack.log, "rb") as handle:
+        handle.seek(start)
+        return handle.read().decode(errors="replace")
+
+
 def test_a_body_that_is_not_json_is_a_400_saying_so(stack: ServingStack) -> None:
     # given a body that is not JSON
     # when it is posted to /recommend
