@@ -42,8 +42,6 @@ from serving.cache import (
 from serving.loader import ModelFollower
 from serving.rules import Rules, split_attributes
 from serving.schemas import (
-    CLOCK_SKEW,
-    EARLIEST,
     FeedbackEvent,
     Filters,
     Item,
@@ -51,6 +49,7 @@ from serving.schemas import (
     RecommendResponse,
     RequestError,
     SimilarRequest,
+    within_window,
 )
 from serving.settings import ServeConfig
 
@@ -81,7 +80,7 @@ def _session_event(row: dict):
     except (ValueError, OverflowError, TypeError):
         return None
     stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp
-    if not EARLIEST <= stamp <= datetime.now(UTC) + CLOCK_SKEW:
+    if not within_window(stamp):
         return None
     return SessionEvent(
         user_id=row["user_id"],

@@ -88,9 +88,14 @@ def _parsed(value: object) -> datetime:
     raise ValueError("expected an ISO-8601 time or epoch seconds")
 
 
+def within_window(instant: datetime) -> bool:
+    """Whether an instant (time-zone aware) is one a request or a stored event may carry:
+    from ``EARLIEST`` to ``CLOCK_SKEW`` after the service's clock."""
+    return EARLIEST <= instant <= datetime.now(UTC) + CLOCK_SKEW
+
+
 def _in_window(instant: datetime) -> datetime:
-    latest = datetime.now(UTC) + CLOCK_SKEW
-    if not EARLIEST <= instant <= latest:
+    if not within_window(instant):
         raise ValueError(
             f"{instant.isoformat()} is outside the accepted window: from "
             f"{EARLIEST:%Y-%m-%d} to one day after the service's clock"
