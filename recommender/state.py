@@ -454,17 +454,23 @@ class _ProfileIndex:
         return np.fromiter(map(self.at.get, wanted, repeat(-1)), np.intp, len(wanted))
 
 
+def spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions ``start, start + 1, ..., start + length - 1`` of each span, in order:
+    the rows of some keys in a frame sorted by key, or of some rows of a CSR matrix."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - ends + lengths, lengths) + np.arange(
+        ends[-1] if len(ends) else 0
+    )
+
+
 def rows_of(sorted_keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Positions of every row whose key is one of ``wanted``, in a frame sorted by key: the
     few users of a request are found in a stored past of millions of rows in microseconds."""
     wanted = np.asarray(wanted, dtype=object)
     left = np.searchsorted(sorted_keys, wanted, side="left")
     right = np.searchsorted(sorted_keys, wanted, side="right")
-    lengths = right - left
-    if lengths.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(left - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return starts + np.arange(lengths.sum())
+    return spans(left, right - left)
 
 
 def rows_by_request(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -473,8 +479,7 @@ def rows_by_request(sorted_keys: np.ndarray, wanted: np.ndarray) -> tuple[np.nda
     wanted = np.asarray(wanted, dtype=object)
     left = np.searchsorted(sorted_keys, wanted, side="left")
     lengths = np.searchsorted(sorted_keys, wanted, side="right") - left
-    reqs = np.repeat(np.arange(len(wanted)), lengths)
-    return reqs, np.repeat(left - np.cumsum(lengths) + lengths, lengths) + np.arange(len(reqs))
+    return np.repeat(np.arange(len(wanted)), lengths), spans(left, lengths)
 
 
 def session_events(

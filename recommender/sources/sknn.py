@@ -32,6 +32,7 @@ from recommender.state import (
     last_of_each,
     pair_key,
     proposal_frame,
+    spans,
     top_n_rows,
 )
 from recsys import columns as c
@@ -78,7 +79,7 @@ def _compact_rows(matrix: csr_matrix, rows: np.ndarray):
     sizes = matrix.indptr[rows + 1] - starts
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(sizes, out=indptr[1:])
-    at = np.repeat(starts - indptr[:-1], sizes) + np.arange(indptr[-1])
+    at = spans(starts, sizes)
     return _compact_arrays(indptr, matrix.indices[at], matrix.data[at])
 
 
